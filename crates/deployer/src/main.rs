@@ -1,0 +1,6 @@
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    deployer::run(deployer::Args::parse())?;
+    Ok(())
+}

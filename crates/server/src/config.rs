@@ -1,0 +1,168 @@
+//! Command-line flags (each with a `TORCHSHIP_*` env var) and the typed config they become.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+
+/// Where forward passes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when libtorch sees one, else CPU.
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("'{s}' is not one of auto, cpu, cuda, cuda:N")),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `512`, `64KiB`, `10MiB`, `1GiB` (also `kb`/`mb`/`gb` as powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size such as 512, 64KiB or 10MiB"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "'{s}' has an unknown unit (use B, KiB, MiB, GiB, kB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// torchship inference server: serves TorchScript models over the KServe v2 REST protocol.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "server", version, about, long_about = None)]
+pub struct Args {
+    /// Address to listen on (0.0.0.0 inside containers).
+    #[arg(long, env = "TORCHSHIP_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port for the HTTP API (0 picks a free port and logs it).
+    #[arg(long, env = "TORCHSHIP_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Model repository: <dir>/<model>/config.toml and <dir>/<model>/<version>/model.pt.
+    #[arg(long, env = "TORCHSHIP_MODEL_REPOSITORY", default_value = "models")]
+    pub model_repository: PathBuf,
+
+    /// Device for forward passes: auto (CUDA if available), cpu, cuda or cuda:N.
+    #[arg(long, env = "TORCHSHIP_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
+
+    /// Largest accepted request body; larger ones get 413 (e.g. 64MiB).
+    #[arg(long, env = "TORCHSHIP_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_body_size: usize,
+
+    /// libtorch intra-op threads (0 = libtorch's default, one per core).
+    #[arg(long, env = "TORCHSHIP_INTRA_OP_THREADS", default_value_t = 0)]
+    pub intra_op_threads: usize,
+
+    /// Log format: text for people, json for log collectors. Filter with RUST_LOG.
+    #[arg(long, env = "TORCHSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Everything `run` needs, checked and typed.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub model_repository: PathBuf,
+    pub device: DeviceChoice,
+    pub max_body_size: usize,
+    pub intra_op_threads: usize,
+}
+
+impl Args {
+    pub fn into_config(self) -> ServerConfig {
+        ServerConfig {
+            addr: SocketAddr::new(self.host, self.port),
+            model_repository: self.model_repository,
+            device: self.device,
+            max_body_size: self.max_body_size,
+            intra_op_threads: self.intra_op_threads,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A config for tests and embedding: loopback, port 0, CPU.
+    pub fn for_repository(dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            model_repository: dir.into(),
+            device: DeviceChoice::Cpu,
+            max_body_size: 64 << 20,
+            intra_op_threads: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("10 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
+        assert!("gpu".parse::<DeviceChoice>().is_err());
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let c = Args::parse_from(["server"]).into_config();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.model_repository, PathBuf::from("models"));
+        assert_eq!(c.device, DeviceChoice::Auto);
+    }
+}

@@ -1,0 +1,55 @@
+//! `server` binary: flags -> config, logging, listener, signals; everything else is in the library.
+
+use anyhow::Context;
+use clap::Parser;
+use server::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = server::Args::parse();
+    init_logging(args.log_format);
+    let config = args.into_config();
+    // Configuration mistakes (bad repository, missing CUDA) fail before the port is taken.
+    let state = server::start_models(&config).context("cannot start")?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, repository = %config.model_repository.display(), "torchship server listening");
+    server::serve(listener, state, shutdown_signal())
+        .await
+        .context("server failed")
+}

@@ -1,0 +1,6 @@
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    loadtest::run(loadtest::Args::parse())?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One idempotent set-up step for everything torchship builds and runs against:
+#   1. a project-local Python venv (.venv) with PyPI's torch==2.13.0, which carries libtorch 2.13.0;
+#   2. the link .libtorch -> the wheel's torch/ folder, which .cargo/config.toml hands to tch as LIBTORCH
+#      (an exported LIBTORCH wins: cargo's [env] never overrides the environment);
+#   3. the demo model repository under models/ (exported by scripts/export_models.py).
+# Each step is skipped when its stamp matches, so a second run on a ready machine takes seconds.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+venv="$root/.venv"
+requirements="$root/scripts/requirements.txt"
+export_script="$root/scripts/export_models.py"
+torch_version="2.13.0"
+
+say() { echo "setup: $*" >&2; }
+die() {
+    echo "setup: error: $*" >&2
+    exit 1
+}
+hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# --- prerequisites -------------------------------------------------------------------------------
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found. Install Rust (https://rustup.rs: 'curl https://sh.rustup.rs -sSf | sh'), then run this again."
+python=${PYTHON:-python3}
+command -v "$python" >/dev/null 2>&1 ||
+    die "$python not found. Install Python 3.10 or newer with venv and pip (Debian/Ubuntu: 'apt-get install python3 python3-venv python3-pip'), or set PYTHON to your interpreter."
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' ||
+    die "$python is $("$python" -V 2>&1); torch $torch_version needs Python 3.10 or newer."
+
+# --- 1. the Python environment -------------------------------------------------------------------
+want_env=$(
+    "$python" -V 2>&1
+    hash_of "$requirements"
+)
+if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.torchship-stamp" 2>/dev/null)" = "$want_env" ]; then
+    say "python environment ready ($venv)"
+else
+    if [ ! -x "$venv/bin/python" ]; then
+        "$python" -c 'import venv, ensurepip' 2>/dev/null ||
+            die "$python has no working 'venv'/'ensurepip' module. Debian/Ubuntu: 'apt-get install python3-venv'."
+        say "creating $venv"
+        "$python" -m venv "$venv" ||
+            die "'$python -m venv $venv' failed. Debian/Ubuntu: 'apt-get install python3-venv'."
+    fi
+    "$venv/bin/python" -m pip --version >/dev/null 2>&1 ||
+        die "pip is missing in $venv. Debian/Ubuntu: 'apt-get install python3-pip python3-venv', then 'rm -rf $venv' and run this again."
+    say "installing $(grep -v '^#' "$requirements" | tr '\n' ' ')(torch brings ~5 GB of CUDA libraries; this takes a few minutes)"
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$requirements" ||
+        die "pip install failed. It needs PyPI access and about 6 GB of free disk in $root."
+    echo "$want_env" >"$venv/.torchship-stamp"
+fi
+
+# --- 2. libtorch ---------------------------------------------------------------------------------
+torch_dir=$(ls -d "$venv"/lib/python3*/site-packages/torch 2>/dev/null | head -n1)
+[ -n "$torch_dir" ] && [ -f "$torch_dir/version.py" ] || die "torch is not installed in $venv; remove $venv and run this again."
+got=$(sed -n "s/^__version__ = '\([^'+]*\).*/\1/p" "$torch_dir/version.py")
+[ "$got" = "$torch_version" ] || die "$venv has torch $got but tch 0.26 needs $torch_version; remove $venv and run this again."
+if [ -n "${LIBTORCH:-}" ]; then
+    [ -f "$LIBTORCH/lib/libtorch_cpu.so" ] ||
+        die "LIBTORCH=$LIBTORCH has no lib/libtorch_cpu.so. Unset LIBTORCH to use the venv's torch, or point it at a libtorch $torch_version folder."
+    say "using LIBTORCH=$LIBTORCH from your environment (cargo's [env] never overrides it)"
+else
+    ln -sfn "$torch_dir" "$root/.libtorch"
+    say "libtorch $got ready (.libtorch -> ${torch_dir#"$root"/})"
+fi
+
+# --- 3. demo models ------------------------------------------------------------------------------
+want_models=$(hash_of "$export_script" "$venv/.torchship-stamp")
+if [ "$(cat "$root/models/.stamp" 2>/dev/null)" = "$want_models" ] &&
+    [ -f "$root/models/digits/1/model.pt" ] && [ -f "$root/models/mlp/1/model.pt" ] &&
+    [ -f "$root/models/digits/heldout.json" ]; then
+    say "demo models ready (models/)"
+else
+    say "exporting demo models"
+    "$venv/bin/python" "$export_script" --out "$root/models" || die "exporting the demo models failed (see above)"
+    echo "$want_models" >"$root/models/.stamp"
+fi

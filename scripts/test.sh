@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up (idempotent) and runs every test of the workspace: unit tests and the end-to-end tests,
+# which start real servers on 127.0.0.1:0 with the real demo models.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/setup.sh"
+cd "$root"
+exec cargo test --workspace --locked "$@"
