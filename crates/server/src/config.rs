@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -29,6 +30,16 @@ impl FromStr for DeviceChoice {
                 .ok_or_else(|| format!("'{s}' is not one of auto, cpu, cuda, cuda:N")),
         }
     }
+}
+
+/// Whether models may be loaded and unloaded over HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModelControl {
+    /// The repository is loaded at start-up; `load`/`unload` answer 403.
+    None,
+    /// `POST /v2/repository/models/{m}/load|unload` are allowed. Loading TorchScript runs code from
+    /// the file, so only enable this where the repository folder is trusted.
+    Explicit,
 }
 
 /// Log line format.
@@ -64,6 +75,24 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// Parses `250ms`, `30s`, `2m`, `1h`, or `500us`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 250ms, 30s or 2m"))?;
+    match unit.trim() {
+        "us" | "µs" => Ok(Duration::from_micros(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("'{s}' needs a unit: us, ms, s, m or h")),
+    }
+}
+
 /// torchship inference server: serves TorchScript models over the KServe v2 REST protocol.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "server", version, about, long_about = None)]
@@ -92,6 +121,29 @@ pub struct Args {
     #[arg(long, env = "TORCHSHIP_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
 
+    /// libtorch inter-op threads (0 = libtorch's default).
+    #[arg(long, env = "TORCHSHIP_INTER_OP_THREADS", default_value_t = 0)]
+    pub inter_op_threads: usize,
+
+    /// Exit at start-up if any model fails to load (default: serve the others, report the failure).
+    #[arg(long, env = "TORCHSHIP_STRICT_MODELS")]
+    pub strict_models: bool,
+
+    /// none: the repository is loaded at start-up and fixed; explicit: also allow
+    /// POST /v2/repository/models/{m}/load|unload (runs code from model files: trusted folders only).
+    #[arg(long, env = "TORCHSHIP_MODEL_CONTROL", value_enum, default_value_t = ModelControl::None)]
+    pub model_control: ModelControl,
+
+    /// Longest a request may wait for its result (504 after); a request's `timeout` parameter
+    /// (microseconds) can only shorten it (408 then).
+    #[arg(long, env = "TORCHSHIP_DEFAULT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub default_timeout: Duration,
+
+    /// Also serve GET /metrics on this port (e.g. for a scrape-only NetworkPolicy); it is always on
+    /// the main port too.
+    #[arg(long, env = "TORCHSHIP_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+
     /// Log format: text for people, json for log collectors. Filter with RUST_LOG.
     #[arg(long, env = "TORCHSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -105,6 +157,11 @@ pub struct ServerConfig {
     pub device: DeviceChoice,
     pub max_body_size: usize,
     pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+    pub strict_models: bool,
+    pub model_control: ModelControl,
+    pub default_timeout: Duration,
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Args {
@@ -115,6 +172,11 @@ impl Args {
             device: self.device,
             max_body_size: self.max_body_size,
             intra_op_threads: self.intra_op_threads,
+            inter_op_threads: self.inter_op_threads,
+            strict_models: self.strict_models,
+            model_control: self.model_control,
+            default_timeout: self.default_timeout,
+            metrics_addr: self.metrics_port.map(|p| SocketAddr::new(self.host, p)),
         }
     }
 }
@@ -128,6 +190,11 @@ impl ServerConfig {
             device: DeviceChoice::Cpu,
             max_body_size: 64 << 20,
             intra_op_threads: 0,
+            inter_op_threads: 0,
+            strict_models: false,
+            model_control: ModelControl::None,
+            default_timeout: Duration::from_secs(30),
+            metrics_addr: None,
         }
     }
 }
@@ -146,6 +213,16 @@ mod tests {
         assert!(parse_size("10 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -8,6 +8,26 @@ use protocol::ErrorBody;
 
 use crate::runtime::RuntimeError;
 
+/// Every value the `outcome` metric label can take: `success` and each error's `kind()`.
+pub const OUTCOMES: &[&str] = &[
+    "success",
+    "malformed_json",
+    "invalid_input",
+    "model_not_found",
+    "payload_too_large",
+    "body_read_failed",
+    "model_control_disabled",
+    "load_failed",
+    "queue_full",
+    "model_not_ready",
+    "deadline_exceeded",
+    "client_timeout",
+    "inference_failed",
+    "tensor_error",
+    "output_mismatch",
+    "inference_panicked",
+];
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,6 +43,12 @@ pub enum ApiError {
     /// The body is larger than `--max-body-size`.
     #[error("request body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
+    /// Model control over HTTP is disabled.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A repository `load` failed; the index shows the reason too.
+    #[error("{0}")]
+    LoadFailed(String),
     /// The body could not be read (client went away, broken framing).
     #[error("cannot read request body: {0}")]
     BodyRead(String),
@@ -40,14 +66,24 @@ impl ApiError {
             ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::BodyRead(_) => "body_read_failed",
+            ApiError::Forbidden(_) => "model_control_disabled",
+            ApiError::LoadFailed(_) => "load_failed",
             ApiError::Runtime(e) => e.kind(),
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::InvalidInput(_) | ApiError::BodyRead(_) => {
-                StatusCode::BAD_REQUEST
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidInput(_)
+            | ApiError::BodyRead(_)
+            | ApiError::LoadFailed(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Runtime(RuntimeError::DeadlineExceeded { client: true }) => {
+                StatusCode::REQUEST_TIMEOUT
+            }
+            ApiError::Runtime(RuntimeError::DeadlineExceeded { client: false }) => {
+                StatusCode::GATEWAY_TIMEOUT
             }
             ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,15 +94,32 @@ impl ApiError {
     }
 }
 
+/// One line for the client: a TorchScript error's own `...Error: message` line when there is one
+/// (the interpreter puts it last, after its traceback), else the first line; at most 300 characters.
+pub fn summarize(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default();
+    let raised = message.lines().rev().map(str::trim).find(|l| {
+        l.split_once(": ")
+            .is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
+    });
+    let line = match raised {
+        Some(r) if !first.contains(r) => format!("{first} {r}"),
+        _ => first.to_string(),
+    };
+    line.chars().take(300).collect()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let error = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            // libtorch messages carry C++ backtraces: the log gets all of it, the client the first line.
+        let error = if status.is_server_error()
+            && !matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+            ) {
+            // libtorch messages carry backtraces: the log gets all of it, the client a summary.
             tracing::error!(error = %self, kind = self.kind(), "request failed");
-            let full = self.to_string();
-            let first = full.lines().next().unwrap_or_default();
-            first.chars().take(300).collect()
+            summarize(&self.to_string())
         } else {
             self.to_string()
         };
@@ -102,11 +155,40 @@ mod tests {
                 "model_not_ready",
             ),
             (RuntimeError::Tensor("x".into()).into(), 500, "tensor_error"),
+            (
+                RuntimeError::DeadlineExceeded { client: false }.into(),
+                504,
+                "deadline_exceeded",
+            ),
+            (
+                RuntimeError::DeadlineExceeded { client: true }.into(),
+                408,
+                "client_timeout",
+            ),
+            (
+                ApiError::Forbidden("x".into()),
+                403,
+                "model_control_disabled",
+            ),
         ];
         for (err, status, kind) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");
             assert_eq!(err.kind(), kind);
+            assert!(OUTCOMES.contains(&kind), "{kind} missing from OUTCOMES");
         }
+    }
+
+    #[test]
+    fn torchscript_errors_are_summarised_with_their_raised_message() {
+        let msg = "libtorch error: The following operation failed in the TorchScript interpreter.\n\
+                   Traceback of TorchScript (most recent call last):\n  File \"code/__torch__.py\", line 9\n\
+                   RuntimeError: input value above 1000\n";
+        assert_eq!(
+            summarize(msg),
+            "libtorch error: The following operation failed in the TorchScript interpreter. RuntimeError: input value above 1000"
+        );
+        assert_eq!(summarize("plain\nsecond"), "plain");
+        assert_eq!(summarize(&"x".repeat(400)).len(), 300);
     }
 
     #[test]

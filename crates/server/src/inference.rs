@@ -3,8 +3,10 @@
 //! here, so a bad request never reaches libtorch.
 
 use protocol::{
-    element_count, json_to_bytes, Datatype, InferRequest, InferResponse, RawData, ResponseOutput,
+    element_count, json_to_bytes, Datatype, InferRequest, InferResponse, Parameters, RawData,
+    ResponseOutput,
 };
+use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::repository::{ModelConfig, TensorSpec};
@@ -14,8 +16,26 @@ use crate::runtime::TensorData;
 #[derive(Debug)]
 pub struct Prepared {
     pub inputs: Vec<TensorData>,
-    /// Indices into the model's outputs, in the order the client asked for them.
-    pub outputs: Vec<usize>,
+    /// Indices into the model's outputs, in the order the client asked for them, each with whether
+    /// it goes back as binary data (the binary tensor extension) rather than JSON.
+    pub outputs: Vec<(usize, bool)>,
+}
+
+/// A boolean request/output parameter (`binary_data_output`, `binary_data`).
+pub fn param_bool(params: Option<&Parameters>, key: &str) -> Option<bool> {
+    params.and_then(|p| p.get(key)).and_then(Value::as_bool)
+}
+
+/// An unsigned integer parameter (`binary_data_size`, `timeout`, `priority`).
+pub fn param_u64(params: Option<&Parameters>, key: &str) -> Result<Option<u64>, ApiError> {
+    match params.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::InvalidInput(format!(
+                "parameter '{key}' must be a non-negative integer, got {v}"
+            ))
+        }),
+    }
 }
 
 fn names(specs: &[TensorSpec]) -> String {
@@ -63,8 +83,15 @@ pub fn check_shape(
         .ok_or_else(|| bad(format!("shape {shape:?} is too large")))
 }
 
-/// Validates a JSON infer request against the model config and converts its data.
-pub fn prepare(config: &ModelConfig, request: &InferRequest) -> Result<Prepared, ApiError> {
+/// Validates an infer request against the model config and converts its data: JSON `data`, or for
+/// inputs with a `binary_data_size` parameter, the next bytes of `binary` (the body after the JSON
+/// header), in the order the inputs appear.
+pub fn prepare(
+    config: &ModelConfig,
+    request: &InferRequest,
+    binary: &[u8],
+) -> Result<Prepared, ApiError> {
+    let mut offset = 0usize;
     let mut slots: Vec<Option<TensorData>> = vec![None; config.inputs.len()];
     for input in &request.inputs {
         let index = config
@@ -98,17 +125,53 @@ pub fn prepare(config: &ModelConfig, request: &InferRequest) -> Result<Prepared,
             )));
         }
         let count = check_shape(config, spec, &input.shape)?;
-        let data = input.data.as_ref().ok_or_else(|| {
-            ApiError::InvalidInput(format!("input '{}' has no 'data'", input.name))
-        })?;
-        let mut bytes = Vec::new();
-        json_to_bytes(data, datatype, count, &mut bytes)
-            .map_err(|e| ApiError::InvalidInput(format!("input '{}': {e}", input.name)))?;
+        let bytes = match param_u64(input.parameters.as_ref(), "binary_data_size")? {
+            Some(size) => {
+                let want = count * datatype.size().unwrap_or(0); // check_shape proved no overflow
+                if size != want as u64 {
+                    return Err(ApiError::InvalidInput(format!(
+                        "input '{}': binary_data_size is {size} bytes, shape {:?} of {datatype} needs {want}",
+                        input.name, input.shape
+                    )));
+                }
+                let end = offset
+                    .checked_add(want)
+                    .filter(|&e| e <= binary.len())
+                    .ok_or_else(|| {
+                        ApiError::InvalidInput(format!(
+                            "input '{}': the body holds {} bytes of binary data after the JSON header, fewer than the inputs declare",
+                            input.name,
+                            binary.len()
+                        ))
+                    })?;
+                let bytes = binary[offset..end].to_vec();
+                offset = end;
+                bytes
+            }
+            None => {
+                let data = input.data.as_ref().ok_or_else(|| {
+                    ApiError::InvalidInput(format!(
+                        "input '{}' has neither 'data' nor a 'binary_data_size' parameter",
+                        input.name
+                    ))
+                })?;
+                let mut bytes = Vec::new();
+                json_to_bytes(data, datatype, count, &mut bytes)
+                    .map_err(|e| ApiError::InvalidInput(format!("input '{}': {e}", input.name)))?;
+                bytes
+            }
+        };
         slots[index] = Some(TensorData {
             datatype,
             shape: input.shape.clone(),
             bytes,
         });
+    }
+    if offset != binary.len() {
+        return Err(ApiError::InvalidInput(format!(
+            "the body has {} bytes of binary data after the JSON header, the inputs declare {offset}",
+            binary.len()
+        )));
     }
     let inputs = finish_inputs(config, slots)?;
     let outputs = select_outputs(config, request)?;
@@ -139,14 +202,16 @@ pub fn finish_inputs(
     Ok(inputs)
 }
 
-fn select_outputs(config: &ModelConfig, request: &InferRequest) -> Result<Vec<usize>, ApiError> {
+fn select_outputs(
+    config: &ModelConfig,
+    request: &InferRequest,
+) -> Result<Vec<(usize, bool)>, ApiError> {
+    let all_binary = param_bool(request.parameters.as_ref(), "binary_data_output").unwrap_or(false);
     match &request.outputs {
-        None => Ok((0..config.outputs.len()).collect()),
-        Some(wanted) if wanted.is_empty() => Ok((0..config.outputs.len()).collect()),
-        Some(wanted) => wanted
+        Some(wanted) if !wanted.is_empty() => wanted
             .iter()
             .map(|o| {
-                config
+                let index = config
                     .outputs
                     .iter()
                     .position(|s| s.name == o.name)
@@ -156,40 +221,60 @@ fn select_outputs(config: &ModelConfig, request: &InferRequest) -> Result<Vec<us
                             o.name,
                             names(&config.outputs)
                         ))
-                    })
+                    })?;
+                let binary = param_bool(o.parameters.as_ref(), "binary_data").unwrap_or(all_binary);
+                Ok((index, binary))
             })
             .collect(),
+        _ => Ok((0..config.outputs.len()).map(|i| (i, all_binary)).collect()),
     }
 }
 
-/// Builds the JSON response, serialising straight from the output bytes.
+/// Builds the response header, serialising JSON outputs straight from their bytes; binary outputs
+/// carry `binary_data_size` instead of `data`, and their bytes are returned (in order) to follow it.
 pub fn respond<'a>(
     config: &ModelConfig,
     model_name: &str,
     version: u64,
     id: Option<String>,
-    selected: &[usize],
+    selected: &[(usize, bool)],
     outputs: &'a [TensorData],
-) -> InferResponse<RawData<'a>> {
-    InferResponse {
+) -> (InferResponse<RawData<'a>>, Vec<&'a [u8]>) {
+    let mut blobs = Vec::new();
+    let outputs = selected
+        .iter()
+        .map(|&(i, binary)| {
+            let out = &outputs[i];
+            let (parameters, data) = if binary {
+                blobs.push(out.bytes.as_slice());
+                let p = json!({ "binary_data_size": out.bytes.len() });
+                (p.as_object().cloned(), None)
+            } else {
+                (
+                    None,
+                    Some(RawData {
+                        datatype: out.datatype,
+                        bytes: &out.bytes,
+                    }),
+                )
+            };
+            ResponseOutput {
+                name: config.outputs[i].name.clone(),
+                shape: out.shape.clone(),
+                datatype: out.datatype.to_string(),
+                parameters,
+                data,
+            }
+        })
+        .collect();
+    let header = InferResponse {
         model_name: model_name.to_string(),
         model_version: Some(version.to_string()),
         id,
         parameters: None,
-        outputs: selected
-            .iter()
-            .map(|&i| ResponseOutput {
-                name: config.outputs[i].name.clone(),
-                shape: outputs[i].shape.clone(),
-                datatype: outputs[i].datatype.to_string(),
-                parameters: None,
-                data: Some(RawData {
-                    datatype: outputs[i].datatype,
-                    bytes: &outputs[i].bytes,
-                }),
-            })
-            .collect(),
-    }
+        outputs,
+    };
+    (header, blobs)
 }
 
 #[cfg(test)]
@@ -225,7 +310,7 @@ mod tests {
     }
 
     fn err(r: InferRequest) -> String {
-        prepare(&config(), &r).unwrap_err().to_string()
+        prepare(&config(), &r, &[]).unwrap_err().to_string()
     }
 
     #[test]
@@ -234,14 +319,14 @@ mod tests {
             input("b", "INT64", vec![2], json!([7, 8])),
             input("a", "FP32", vec![2, 2], json!([[1, 2], [3, 4]])),
         ]);
-        let p = prepare(&config(), &r).unwrap();
+        let p = prepare(&config(), &r, &[]).unwrap();
         assert_eq!(p.inputs[0].shape, vec![2, 2]);
         assert_eq!(p.inputs[0].bytes.len(), 16);
         assert_eq!(
             p.inputs[1].bytes,
             [7i64.to_le_bytes(), 8i64.to_le_bytes()].concat()
         );
-        assert_eq!(p.outputs, vec![0, 1]);
+        assert_eq!(p.outputs, vec![(0, false), (1, false)]);
     }
 
     #[test]
@@ -321,14 +406,50 @@ mod tests {
             vec![4294967296, 4294967296],
             json!([1]),
         )]);
-        let e = prepare(&cfg, &r).unwrap_err();
+        let e = prepare(&cfg, &r, &[]).unwrap_err();
         assert!(e.to_string().contains("too large"), "{e}");
         let r = request(vec![input("a", "FP32", vec![1 << 20, 1 << 20], json!([1]))]);
-        let e = prepare(&cfg, &r).unwrap_err();
+        let e = prepare(&cfg, &r, &[]).unwrap_err();
         assert!(
             e.to_string().contains("expected 1099511627776 elements"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn binary_inputs_take_their_bytes_in_order_and_must_add_up() {
+        let bin = |name: &str, dt: &str, shape: Vec<u64>, size: u64| RequestInput {
+            name: name.into(),
+            shape,
+            datatype: dt.into(),
+            parameters: json!({"binary_data_size": size}).as_object().cloned(),
+            data: None,
+        };
+        let a: Vec<u8> = [1f32, 2.].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b = 9i64.to_le_bytes().to_vec();
+        let body = [a.clone(), b.clone()].concat();
+        let r = request(vec![
+            bin("a", "FP32", vec![1, 2], 8),
+            bin("b", "INT64", vec![1], 8),
+        ]);
+        let p = prepare(&config(), &r, &body).unwrap();
+        assert_eq!(
+            (p.inputs[0].bytes.clone(), p.inputs[1].bytes.clone()),
+            (a, b)
+        );
+
+        let short = prepare(&config(), &r, &body[..12]).unwrap_err().to_string();
+        assert!(short.contains("fewer than the inputs declare"), "{short}");
+        let long = prepare(&config(), &r, &[body.as_slice(), &[0]].concat())
+            .unwrap_err()
+            .to_string();
+        assert!(long.contains("17 bytes of binary data"), "{long}");
+        let r = request(vec![
+            bin("a", "FP32", vec![1, 2], 7),
+            bin("b", "INT64", vec![1], 8),
+        ]);
+        let wrong = prepare(&config(), &r, &body).unwrap_err().to_string();
+        assert!(wrong.contains("binary_data_size is 7 bytes"), "{wrong}");
     }
 
     #[test]
@@ -341,7 +462,23 @@ mod tests {
             name: "z".into(),
             parameters: None,
         }]);
-        assert_eq!(prepare(&config(), &r).unwrap().outputs, vec![1]);
+        assert_eq!(
+            prepare(&config(), &r, &[]).unwrap().outputs,
+            vec![(1, false)]
+        );
+        r.parameters = json!({"binary_data_output": true}).as_object().cloned();
+        assert_eq!(
+            prepare(&config(), &r, &[]).unwrap().outputs,
+            vec![(1, true)]
+        );
+        r.outputs = Some(vec![RequestOutput {
+            name: "y".into(),
+            parameters: json!({"binary_data": false}).as_object().cloned(),
+        }]);
+        assert_eq!(
+            prepare(&config(), &r, &[]).unwrap().outputs,
+            vec![(0, false)]
+        );
         r.outputs = Some(vec![RequestOutput {
             name: "nope".into(),
             parameters: None,

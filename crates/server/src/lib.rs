@@ -1,19 +1,24 @@
-//! torchship's inference server as a library; `main.rs` only parses flags and calls [`run`].
+//! torchship's inference server as a library; `main.rs` only parses flags and calls [`start`] and
+//! [`serve`].
 //!
 //! Map of the crate:
 //! - [`config`]: flags (each with a `TORCHSHIP_*` env var) and the typed [`ServerConfig`].
 //! - [`repository`]: the Triton-like model repository on disk and each model's `config.toml`.
-//! - [`runtime`]: libtorch: one dedicated OS thread per model owns the `CModule`, fed by a bounded
+//! - [`runtime`]: libtorch: dedicated OS threads per model version own the `CModule`s, fed by a bounded
 //!   queue; tensors cross as bytes ([`runtime::TensorData`]).
 //! - [`inference`]: request validation (before any tensor exists) and response building.
-//! - [`api`]: the axum router: v2 protocol, `/predict`, health.
+//! - [`state`]: the live model registry (load, unload, index, readiness) every handler shares.
+//! - [`api`]: the axum router: v2 protocol with the binary and repository extensions, `/predict`,
+//!   health, metrics, request ids and access log.
+//! - [`metrics`]: the Prometheus registry; [`cuda`] reads device memory for it.
 //! - [`error`]: the single mapping from errors to HTTP status codes and JSON bodies.
-//! - [`state`]: what every handler shares.
 
 pub mod api;
 pub mod config;
+pub mod cuda;
 pub mod error;
 pub mod inference;
+pub mod metrics;
 pub mod repository;
 pub mod runtime;
 pub mod state;
@@ -31,67 +36,67 @@ pub enum StartupError {
     /// The model repository cannot be read.
     #[error(transparent)]
     Repository(#[from] repository::RepositoryError),
-    /// A CUDA device was asked for but libtorch sees none.
-    #[error("--device {0} was requested but libtorch sees no CUDA device (CUDA available: {1}, devices: {2}); use --device cpu or auto")]
-    NoCuda(String, bool, i64),
+    /// The requested device does not exist.
+    #[error("{0}")]
+    Device(String),
     /// A forward thread could not be started.
     #[error("cannot start a forward thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// `--strict-models` and some model failed.
+    #[error("--strict-models: {} model(s) failed to load: {}", .0.len(), .0.iter().map(|(m, why)| format!("{m}: {why}")).collect::<Vec<_>>().join("; "))]
+    StrictModels(Vec<(String, String)>),
     /// The HTTP server failed.
     #[error("HTTP server error: {0}")]
     Serve(#[source] std::io::Error),
 }
 
-/// Resolves `--device` against what libtorch actually sees.
-pub fn resolve_device(choice: DeviceChoice) -> Result<tch::Device, StartupError> {
-    let available = tch::Cuda::is_available();
-    let count = tch::Cuda::device_count();
-    match choice {
-        DeviceChoice::Cpu => Ok(tch::Device::Cpu),
-        DeviceChoice::Auto if available => Ok(tch::Device::Cuda(0)),
-        DeviceChoice::Auto => Ok(tch::Device::Cpu),
-        DeviceChoice::Cuda(n) if available && (n as i64) < count => Ok(tch::Device::Cuda(n)),
-        DeviceChoice::Cuda(n) => Err(StartupError::NoCuda(format!("cuda:{n}"), available, count)),
-    }
-}
-
-/// Scans the repository and starts every model's forward thread. Returns at once: models load and
-/// warm up in the background, and readiness reports when they are done.
-pub fn start_models(config: &ServerConfig) -> Result<AppState, StartupError> {
+/// Sets libtorch's thread pools, scans the repository and starts every model version. Models load in
+/// the background and readiness reports when they are done; under `--strict-models` this waits for
+/// them and fails if any did.
+pub async fn start(config: ServerConfig) -> Result<AppState, StartupError> {
     if config.intra_op_threads > 0 {
         tch::set_num_threads(config.intra_op_threads as i32);
     }
-    let device = resolve_device(config.device)?;
-    let scan = repository::scan(&config.model_repository)?;
-    for failure in &scan.failures {
-        tracing::error!(model = %failure.name, reason = %failure.reason, "model not loaded");
+    if config.inter_op_threads > 0 {
+        tch::set_num_interop_threads(config.inter_op_threads as i32);
     }
-    let mut models = Vec::new();
-    for source in scan.models {
-        tracing::info!(model = %source.name, version = source.version, ?device, "loading model");
-        models.push(runtime::Model::start(source, device).map_err(StartupError::Thread)?);
+    let strict = config.strict_models;
+    let state = AppState::start(config)?;
+    if strict {
+        let failures = state.settled().await;
+        if !failures.is_empty() {
+            return Err(StartupError::StrictModels(failures));
+        }
     }
-    Ok(AppState::new(models, scan.failures, config.max_body_size))
+    Ok(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in flight.
+/// Serves `state` on `listener` (and `/metrics` on `metrics`, if given) until `shutdown` resolves,
+/// then finishes the requests in flight.
 pub async fn serve(
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    axum::serve(listener, api::router(state))
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics.map(|l| {
+        let app = api::metrics_router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async {
+                    let _ = metrics_stopped.await;
+                })
+                .await
+        })
+    });
+    let result = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(StartupError::Serve)
-}
-
-/// Starts the models and serves them on `listener`.
-pub async fn run(
-    config: ServerConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartupError> {
-    let state = start_models(&config)?;
-    serve(listener, state, shutdown).await
+        .map_err(StartupError::Serve);
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    result
 }

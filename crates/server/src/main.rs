@@ -42,14 +42,28 @@ async fn main() -> anyhow::Result<()> {
     let args = server::Args::parse();
     init_logging(args.log_format);
     let config = args.into_config();
+    let (addr, metrics_addr) = (config.addr, config.metrics_addr);
+    let repository = config.model_repository.display().to_string();
     // Configuration mistakes (bad repository, missing CUDA) fail before the port is taken.
-    let state = server::start_models(&config).context("cannot start")?;
-    let listener = tokio::net::TcpListener::bind(config.addr)
+    let state = server::start(config).await.context("cannot start")?;
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {}", config.addr))?;
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let metrics = match metrics_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for metrics"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, repository = %config.model_repository.display(), "torchship server listening");
-    server::serve(listener, state, shutdown_signal())
+    let metrics_addr = metrics
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
+    tracing::info!(%addr, metrics_addr, %repository, "torchship server listening");
+    server::serve(listener, metrics, state, shutdown_signal())
         .await
         .context("server failed")
 }

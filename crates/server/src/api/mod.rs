@@ -1,14 +1,21 @@
 //! The HTTP layer: one file per route group, all sharing [`AppState`] and [`ApiError`].
 //!
 //! - [`health`]: liveness and readiness for people and Kubernetes probes.
-//! - [`v2`]: the KServe v2 / Open Inference Protocol endpoints.
+//! - [`v2`]: the KServe v2 / Open Inference Protocol endpoints, binary tensor extension included.
+//! - [`repository`]: the repository extension (`index`, `load`, `unload`).
 //! - [`predict`]: the simple `POST /predict`.
+//! - [`observe`]: request ids, access log, HTTP metrics.
 
 pub mod health;
+pub mod observe;
 pub mod predict;
+pub mod repository;
 pub mod v2;
 
 use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -23,11 +30,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/ready", get(health::ready))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/models/{model}", get(v2::model_metadata))
         .route(
             "/v2/models/{model}/versions/{version}",
             get(v2::model_metadata),
+        )
+        .route("/v2/models/{model}/config", get(v2::model_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(v2::model_config),
         )
         .route("/v2/models/{model}/ready", get(v2::model_ready))
         .route(
@@ -39,8 +52,46 @@ pub fn router(state: AppState) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(v2::infer),
         )
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
+        )
         .route("/predict", post(predict::predict))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
+}
+
+/// Only `GET /metrics`, for `--metrics-port`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let cuda: std::collections::BTreeSet<usize> = state
+        .models()
+        .iter()
+        .filter_map(|m| match m.device {
+            tch::Device::Cuda(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    state.metrics().refresh_cuda(cuda);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics().encode(),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::ModelNotFound(format!("no such endpoint: {}", uri.path()))
 }
 
 /// Reads a whole body up to `limit` bytes; more is a 413, without reading the rest.

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::read_body;
-use super::v2::{lookup, ModelPath};
+use super::v2::deadline;
 use crate::error::ApiError;
 use crate::inference::check_shape;
-use crate::runtime::TensorData;
+use crate::runtime::{Model, TensorData};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -91,13 +91,22 @@ pub async fn predict(State(state): State<AppState>, body: Body) -> Result<Respon
     let body = read_body(body, state.max_body_size()).await?;
     let request: PredictRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let model = lookup(
-        &state,
-        &ModelPath {
-            model: request.model,
-            version: request.version,
-        },
-    )?;
+    let model = state.lookup(&request.model, request.version.as_deref())?;
+    let started = std::time::Instant::now();
+    let result = predict_on(&state, &model, &request.inputs).await;
+    let outcome = result
+        .as_ref()
+        .map(|_| "success")
+        .unwrap_or_else(|e| e.kind());
+    state.metrics().request(&model.name, model.version, outcome);
+    model
+        .metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn predict_on(state: &AppState, model: &Model, inputs: &Value) -> Result<Response, ApiError> {
     let config = &model.config;
     let [spec] = config.inputs.as_slice() else {
         return Err(ApiError::InvalidInput(format!(
@@ -107,21 +116,21 @@ pub async fn predict(State(state): State<AppState>, body: Body) -> Result<Respon
             model.name
         )));
     };
-    let mut shape = nested_shape(&request.inputs);
+    let mut shape = nested_shape(inputs);
     if config.max_batch_size > 0 && shape.len() + 1 == spec.shape.len() {
         shape.insert(0, 1); // one row given without the batch dimension
     }
     let count = check_shape(config, spec, &shape)?;
     let mut bytes = Vec::new();
-    json_to_bytes(&request.inputs, spec.datatype, count, &mut bytes)
+    json_to_bytes(inputs, spec.datatype, count, &mut bytes)
         .map_err(|e| ApiError::InvalidInput(format!("inputs: {e}")))?;
-    let outputs = model
-        .infer(vec![TensorData {
-            datatype: spec.datatype,
-            shape,
-            bytes,
-        }])
-        .await?;
+    let deadline = deadline(state, &protocol::InferRequest::default())?;
+    let input = TensorData {
+        datatype: spec.datatype,
+        shape,
+        bytes,
+    };
+    let outputs = model.infer(vec![input], Some(deadline)).await?;
     let first = &outputs[0];
     let rows = if config.max_batch_size > 0 {
         first.shape[0].max(1) as usize

@@ -1,13 +1,13 @@
 //! `config.toml` of one model: its tensors, batch limit and queue bound.
 
 use protocol::Datatype;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The only platform this server runs.
 pub const PLATFORM: &str = "pytorch_torchscript";
 
 /// One declared input or output. `shape` includes the batch dimension as `-1` when batching.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TensorSpec {
     pub name: String,
@@ -16,7 +16,7 @@ pub struct TensorSpec {
 }
 
 /// Queueing settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingConfig {
     /// Requests that may wait for the model; beyond this they are answered 429 at once.
@@ -28,6 +28,91 @@ fn default_queue_size() -> usize {
     256
 }
 
+/// Which numeric versions of a model serve (Triton's version policy).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionPolicy {
+    /// The N highest versions: `version_policy = { latest = 1 }` (the default).
+    Latest(usize),
+    /// Every version folder: `version_policy = "all"`.
+    All,
+    /// Exactly these versions: `version_policy = { specific = [1, 3] }`.
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// Picks the versions to serve from those on disk; the error says what is missing.
+    pub fn select(&self, mut on_disk: Vec<u64>) -> Result<Vec<u64>, String> {
+        on_disk.sort_unstable();
+        let chosen: Vec<u64> = match self {
+            VersionPolicy::Latest(n) => on_disk.iter().rev().take(*n).rev().copied().collect(),
+            VersionPolicy::All => on_disk.clone(),
+            VersionPolicy::Specific(wanted) => {
+                if let Some(missing) = wanted.iter().find(|v| !on_disk.contains(v)) {
+                    return Err(format!(
+                        "version_policy names version {missing}, but the folders on disk are {on_disk:?}"
+                    ));
+                }
+                let mut w = wanted.clone();
+                w.sort_unstable();
+                w.dedup();
+                w
+            }
+        };
+        if chosen.is_empty() {
+            return Err("no numeric version folder (e.g. 1/model.pt)".into());
+        }
+        Ok(chosen)
+    }
+}
+
+/// What the warm-up feeds the model before it is marked ready.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmupData {
+    Zeros,
+    /// Uniform in [0, 1) for floats, 0/1 for integers and booleans (seeded).
+    Random,
+}
+
+/// Warm-up runs at load time; readiness turns true only after them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupConfig {
+    /// Rows per warm-up batch (the `-1` batch dimension).
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    #[serde(default = "default_warmup_data")]
+    pub data: WarmupData,
+    /// How many forward passes (the first pays for lazy initialisation in libtorch).
+    #[serde(default = "one")]
+    pub runs: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_warmup_data() -> WarmupData {
+    WarmupData::Zeros
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        WarmupConfig {
+            batch_size: 1,
+            data: WarmupData::Zeros,
+            runs: 1,
+        }
+    }
+}
+
 impl Default for BatchingConfig {
     fn default() -> Self {
         BatchingConfig {
@@ -37,7 +122,7 @@ impl Default for BatchingConfig {
 }
 
 /// A model's `config.toml`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     #[serde(default = "default_platform")]
@@ -49,6 +134,16 @@ pub struct ModelConfig {
     pub outputs: Vec<TensorSpec>,
     #[serde(default)]
     pub batching: BatchingConfig,
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Overrides `--device` for this model (`cpu`, `cuda`, `cuda:N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Forward threads (model copies) per version, sharing one queue.
+    #[serde(default = "one")]
+    pub instance_count: usize,
+    #[serde(default)]
+    pub warmup: WarmupConfig,
 }
 
 fn default_platform() -> String {
@@ -75,6 +170,22 @@ impl ModelConfig {
         }
         if self.batching.max_queue_size == 0 {
             return Err("batching.max_queue_size must be at least 1".into());
+        }
+        if self.instance_count == 0 || self.warmup.batch_size == 0 {
+            return Err("instance_count and warmup.batch_size must be at least 1".into());
+        }
+        if self.max_batch_size > 0 && self.warmup.batch_size > self.max_batch_size {
+            return Err(format!(
+                "warmup.batch_size {} exceeds max_batch_size {}",
+                self.warmup.batch_size, self.max_batch_size
+            ));
+        }
+        if let VersionPolicy::Latest(0) = self.version_policy {
+            return Err("version_policy latest must be at least 1".into());
+        }
+        if let Some(d) = &self.device {
+            d.parse::<crate::config::DeviceChoice>()
+                .map_err(|e| format!("device: {e}"))?;
         }
         let mut seen = std::collections::HashSet::new();
         for (kind, spec) in self
@@ -132,6 +243,42 @@ mod tests {
         assert_eq!(c.max_batch_size, 8);
         assert_eq!(c.inputs[0].datatype, Datatype::Fp32);
         assert_eq!(c.batching.max_queue_size, 256);
+        assert_eq!(c.version_policy, VersionPolicy::Latest(1));
+        assert_eq!(c.instance_count, 1);
+        assert_eq!(c.warmup, WarmupConfig::default());
+    }
+
+    #[test]
+    fn version_policies_parse_and_select() {
+        let p = |t: &str| {
+            ModelConfig::parse(&format!("version_policy = {t}\n{GOOD}")).map(|c| c.version_policy)
+        };
+        assert_eq!(p("\"all\"").unwrap(), VersionPolicy::All);
+        assert_eq!(p("{ latest = 2 }").unwrap(), VersionPolicy::Latest(2));
+        assert_eq!(
+            p("{ specific = [3, 1] }").unwrap(),
+            VersionPolicy::Specific(vec![3, 1])
+        );
+        assert!(p("{ latest = 0 }").is_err());
+        let disk = vec![3, 1, 10, 2];
+        assert_eq!(VersionPolicy::Latest(1).select(disk.clone()), Ok(vec![10]));
+        assert_eq!(
+            VersionPolicy::Latest(2).select(disk.clone()),
+            Ok(vec![3, 10])
+        );
+        assert_eq!(
+            VersionPolicy::All.select(disk.clone()),
+            Ok(vec![1, 2, 3, 10])
+        );
+        assert_eq!(
+            VersionPolicy::Specific(vec![3, 1, 3]).select(disk.clone()),
+            Ok(vec![1, 3])
+        );
+        assert!(VersionPolicy::Specific(vec![4])
+            .select(disk)
+            .unwrap_err()
+            .contains("version 4"));
+        assert!(VersionPolicy::All.select(vec![]).is_err());
     }
 
     #[test]
@@ -159,6 +306,18 @@ mod tests {
             (format!("platform = \"onnx\"\n{GOOD}"), "platform 'onnx'"),
             (format!("colour = 1\n{GOOD}"), "unknown field `colour`"),
             ("max_batch_size = 1".to_string(), "missing field `inputs`"),
+            (
+                format!("device = \"tpu\"\n{GOOD}"),
+                "device: 'tpu' is not one of",
+            ),
+            (
+                format!("instance_count = 0\n{GOOD}"),
+                "instance_count and warmup.batch_size",
+            ),
+            (
+                format!("{GOOD}\n[warmup]\nbatch_size = 9"),
+                "exceeds max_batch_size 8",
+            ),
         ];
         for (text, want) in cases {
             let err = ModelConfig::parse(&text).unwrap_err();

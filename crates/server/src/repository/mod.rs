@@ -26,13 +26,19 @@ pub enum RepositoryError {
     },
 }
 
-/// A model found on disk, ready to be loaded.
+/// One version folder to load.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionSource {
+    pub version: u64,
+    pub model_path: PathBuf,
+}
+
+/// A model found on disk: its config and the versions its policy selects.
 #[derive(Clone, Debug)]
 pub struct ModelSource {
     pub name: String,
-    pub version: u64,
-    pub model_path: PathBuf,
     pub config: ModelConfig,
+    pub versions: Vec<VersionSource>,
 }
 
 /// A model folder that could not be used, and why.
@@ -73,35 +79,65 @@ pub fn scan(dir: &Path) -> Result<Scan, RepositoryError> {
     Ok(scan)
 }
 
+/// Model names are single folder names: letters, digits, `_`, `-`, `.`, not starting with `.`, so that
+/// no name (`..`, `a/b`, `/etc`) can reach outside the repository.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a valid model name (letters, digits, '_', '-', '.'; not starting with '.')"
+        ))
+    }
+}
+
 /// Reads one model folder; the error names the file at fault.
 pub fn read_model(repo: &Path, name: &str) -> Result<ModelSource, String> {
+    validate_name(name)?;
     let dir = repo.join(name);
+    // A symlinked folder pointing outside the repository is refused as well.
+    let (real_repo, real_dir) = (repo.canonicalize(), dir.canonicalize());
+    match (&real_repo, &real_dir) {
+        (Ok(r), Ok(d)) if d.starts_with(r) => {}
+        (_, Err(e)) => return Err(format!("{}: {e}", dir.display())),
+        _ => {
+            return Err(format!(
+                "{}: is outside the model repository",
+                dir.display()
+            ))
+        }
+    }
     let config_path = dir.join("config.toml");
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config =
         ModelConfig::parse(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let version = std::fs::read_dir(&dir)
+    let on_disk: Vec<u64> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
-        .max()
-        .ok_or_else(|| {
-            format!(
-                "{}: no numeric version folder (e.g. {name}/1/model.pt)",
-                dir.display()
-            )
-        })?;
-    let model_path = dir.join(version.to_string()).join("model.pt");
-    if !model_path.is_file() {
-        return Err(format!("{}: file not found", model_path.display()));
-    }
+        .collect();
+    let versions = config
+        .version_policy
+        .select(on_disk)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .into_iter()
+        .map(|version| VersionSource {
+            version,
+            model_path: dir.join(version.to_string()).join("model.pt"),
+        })
+        .collect();
     Ok(ModelSource {
         name: name.to_string(),
-        version,
-        model_path,
         config,
+        versions,
     })
 }
 
@@ -132,25 +168,48 @@ mod tests {
         std::fs::create_dir_all(dir.join("badconfig/1")).unwrap();
         std::fs::write(dir.join("badconfig/config.toml"), "inputs = 3").unwrap();
 
+        std::fs::create_dir_all(dir.join("noversion")).unwrap();
+        std::fs::write(dir.join("noversion/config.toml"), CONFIG).unwrap();
+
         let scan = scan(&dir).unwrap();
-        assert_eq!(scan.models.len(), 1);
-        assert_eq!(scan.models[0].name, "good");
-        assert_eq!(scan.models[0].version, 10);
+        let names: Vec<_> = scan.models.iter().map(|m| m.name.as_str()).collect();
+        // A missing model.pt is the runtime's to report (per version), not the scan's.
+        assert_eq!(names, ["good", "noweights"]);
+        assert_eq!(scan.models[0].versions.len(), 1);
+        assert_eq!(scan.models[0].versions[0].version, 10);
+        assert!(scan.models[0].versions[0]
+            .model_path
+            .ends_with("good/10/model.pt"));
         let reasons: Vec<_> = scan
             .failures
             .iter()
             .map(|f| (f.name.as_str(), f.reason.as_str()))
             .collect();
-        assert_eq!(reasons.len(), 3);
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert!(reasons[0].0 == "badconfig" && reasons[0].1.contains("badconfig/config.toml"));
         assert!(reasons[1].0 == "noconfig" && reasons[1].1.contains("noconfig/config.toml"));
-        assert!(
-            reasons[2].0 == "noweights"
-                && reasons[2]
-                    .1
-                    .contains("noweights/1/model.pt: file not found")
-        );
+        assert!(reasons[2].0 == "noversion" && reasons[2].1.contains("no numeric version folder"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_cannot_leave_the_repository() {
+        for bad in [
+            "", "..", ".", "a/b", "/etc", "../x", ".hidden", "a\\b", "sp ace",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["digits", "mlp-v2", "resnet_50", "a.b"] {
+            assert!(validate_name(good).is_ok(), "{good:?} refused");
+        }
+        let dir = temp_repo("escape");
+        let outside = temp_repo("outside");
+        std::fs::write(outside.join("config.toml"), CONFIG).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        let err = read_model(&dir, "link").unwrap_err();
+        assert!(err.contains("outside the model repository"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]

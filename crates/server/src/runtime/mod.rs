@@ -1,18 +1,20 @@
-//! The libtorch side: each model runs on its own OS thread (never a tokio worker), fed by a bounded
-//! queue; callers wait on a oneshot reply. The thread owns the `CModule`, loads and warms it up, and
-//! only then marks the model ready, so a slow load never blocks the HTTP server or its liveness.
+//! The libtorch side. Each model version has `instance_count` dedicated OS threads (never tokio
+//! workers), each owning a copy of the `CModule`, all fed by one bounded queue; callers wait on a
+//! oneshot reply. Threads load and warm up their module in the background and the version turns ready
+//! only when all have, so a slow load never blocks the HTTP server or its liveness.
 
 pub mod tensor;
+mod worker;
 
-use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tch::{CModule, Device, IValue, Tensor};
+use tch::Device;
 use tokio::sync::{oneshot, watch};
 
-use crate::repository::{ModelConfig, ModelSource};
+use crate::metrics::ModelMetrics;
+use crate::repository::{ModelConfig, VersionSource};
 pub use tensor::TensorData;
 
 /// Why an inference could not be served by the runtime.
@@ -24,6 +26,9 @@ pub enum RuntimeError {
     /// The model is still loading, failed to load, or was unloaded.
     #[error("model is not ready: {0}")]
     NotReady(String),
+    /// The deadline passed before the forward pass started (or finished).
+    #[error("{}", if *.client { "the request's own timeout passed before it was served" } else { "the server's deadline passed before the request was served" })]
+    DeadlineExceeded { client: bool },
     /// libtorch reported an error (during forward, or while building tensors).
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
@@ -44,6 +49,8 @@ impl RuntimeError {
         match self {
             RuntimeError::QueueFull(_) => "queue_full",
             RuntimeError::NotReady(_) => "model_not_ready",
+            RuntimeError::DeadlineExceeded { client: false } => "deadline_exceeded",
+            RuntimeError::DeadlineExceeded { client: true } => "client_timeout",
             RuntimeError::Torch(_) => "inference_failed",
             RuntimeError::Tensor(_) => "tensor_error",
             RuntimeError::OutputMismatch(_) => "output_mismatch",
@@ -52,7 +59,23 @@ impl RuntimeError {
     }
 }
 
-/// Where a model is in its life.
+/// Resolves a device choice against what libtorch actually sees.
+pub fn resolve_device(choice: crate::config::DeviceChoice) -> Result<Device, String> {
+    use crate::config::DeviceChoice;
+    let available = tch::Cuda::is_available();
+    let count = tch::Cuda::device_count();
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto if available => Ok(Device::Cuda(0)),
+        DeviceChoice::Auto => Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) if available && (n as i64) < count => Ok(Device::Cuda(n)),
+        DeviceChoice::Cuda(n) => Err(format!(
+            "device cuda:{n} was requested but libtorch sees {count} CUDA device(s) (CUDA available: {available}); use cpu or auto"
+        )),
+    }
+}
+
+/// Where a model version is in its life.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelState {
     Loading,
@@ -60,45 +83,83 @@ pub enum ModelState {
     Failed(String),
 }
 
+/// When a request stops being worth serving, and whose limit that is.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    /// True when the client's own `timeout` parameter set it (408), false for the server's (504).
+    pub client: bool,
+}
+
 type Reply = oneshot::Sender<Result<Vec<TensorData>, RuntimeError>>;
 
 struct Job {
     inputs: Vec<TensorData>,
+    rows: u64,
+    enqueued: Instant,
+    deadline: Option<Deadline>,
     reply: Reply,
 }
 
-/// A model being served: its config, its state, and the queue into its forward thread.
-/// Dropping the last handle closes the queue; the thread then exits and frees the module.
+/// One served model version: its config, its state, and the queue into its forward threads.
+/// Dropping the last handle closes the queue; the threads finish what is queued, then exit.
 pub struct Model {
     pub name: String,
     pub version: u64,
-    pub config: ModelConfig,
+    pub config: Arc<ModelConfig>,
     pub device: Device,
+    pub metrics: ModelMetrics,
     state: Arc<watch::Sender<ModelState>>,
     queue: SyncSender<Job>,
 }
 
 impl Model {
-    /// Starts the forward thread, which loads and warms up the module in the background.
-    pub fn start(source: ModelSource, device: Device) -> std::io::Result<Arc<Model>> {
-        let (queue, jobs) = sync_channel(source.config.batching.max_queue_size);
+    /// Starts the forward threads, which load and warm up the module in the background.
+    pub fn start(
+        name: &str,
+        config: Arc<ModelConfig>,
+        source: VersionSource,
+        device: Device,
+        metrics: ModelMetrics,
+    ) -> std::io::Result<Arc<Model>> {
+        let (queue, jobs) = sync_channel(config.batching.max_queue_size);
         let state = Arc::new(watch::Sender::new(ModelState::Loading));
-        let model = Arc::new(Model {
-            name: source.name.clone(),
+        metrics.ready.set(0);
+        let shared = Arc::new(worker::Shared {
+            name: name.to_string(),
             version: source.version,
-            config: source.config.clone(),
+            model_path: source.model_path,
+            config: config.clone(),
             device,
+            metrics: metrics.clone(),
             state: state.clone(),
-            queue,
+            jobs: Mutex::new(jobs),
+            loading: std::sync::atomic::AtomicUsize::new(config.instance_count),
+            started: Instant::now(),
         });
-        std::thread::Builder::new()
-            .name(format!("forward-{}", source.name))
-            .spawn(move || forward_thread(source, device, state, jobs))?;
-        Ok(model)
+        for instance in 0..config.instance_count {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("fwd-{name}-{}-{instance}", source.version))
+                .spawn(move || worker::run(shared, instance))?;
+        }
+        Ok(Arc::new(Model {
+            name: name.to_string(),
+            version: source.version,
+            config,
+            device,
+            metrics,
+            state,
+            queue,
+        }))
     }
 
     pub fn state(&self) -> ModelState {
         self.state.borrow().clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.state() == ModelState::Ready
     }
 
     /// Resolves once loading has finished, successfully or not.
@@ -112,171 +173,58 @@ impl Model {
         state.unwrap_or_else(|_| self.state())
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.state() == ModelState::Ready
-    }
-
-    /// Queues one forward pass and waits for it. A full queue answers at once.
-    pub async fn infer(&self, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, RuntimeError> {
+    /// Queues one forward pass and waits for it, at most until `deadline`. A full queue answers at
+    /// once. If the caller goes away (client disconnected), the queued job is skipped, not run.
+    pub async fn infer(
+        &self,
+        inputs: Vec<TensorData>,
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<TensorData>, RuntimeError> {
         match self.state() {
             ModelState::Ready => {}
             ModelState::Loading => return Err(RuntimeError::NotReady("still loading".into())),
             ModelState::Failed(why) => return Err(RuntimeError::NotReady(why)),
         }
+        let rows = if self.config.max_batch_size > 0 {
+            inputs
+                .first()
+                .and_then(|t| t.shape.first())
+                .copied()
+                .unwrap_or(1)
+        } else {
+            1
+        };
         let (reply, answer) = oneshot::channel();
-        match self.queue.try_send(Job { inputs, reply }) {
+        let job = Job {
+            inputs,
+            rows,
+            enqueued: Instant::now(),
+            deadline,
+            reply,
+        };
+        // Count before sending: the worker decrements when it takes the job, which may be at once.
+        self.metrics.pending.inc();
+        match self.queue.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(RuntimeError::QueueFull(self.config.batching.max_queue_size))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(RuntimeError::NotReady(
-                    "the forward thread has stopped".into(),
-                ))
+            Err(e) => {
+                self.metrics.pending.dec();
+                return Err(match e {
+                    TrySendError::Full(_) => {
+                        RuntimeError::QueueFull(self.config.batching.max_queue_size)
+                    }
+                    TrySendError::Disconnected(_) => {
+                        RuntimeError::NotReady("the forward threads have stopped".into())
+                    }
+                });
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(RuntimeError::NotReady(
-                "the forward thread has stopped".into(),
-            ))
-        })
-    }
-}
-
-fn set(state: &watch::Sender<ModelState>, s: ModelState) {
-    state.send_replace(s);
-}
-
-fn forward_thread(
-    source: ModelSource,
-    device: Device,
-    state: Arc<watch::Sender<ModelState>>,
-    jobs: Receiver<Job>,
-) {
-    let started = Instant::now();
-    let module = match load_and_warm_up(&source, device) {
-        Ok(m) => m,
-        Err(why) => {
-            tracing::error!(model = %source.name, version = source.version, error = %why, "model failed to load");
-            set(&state, ModelState::Failed(why));
-            return;
+        let gone = || RuntimeError::NotReady("the forward threads have stopped".into());
+        match deadline {
+            None => answer.await.unwrap_or_else(|_| Err(gone())),
+            Some(d) => match tokio::time::timeout_at(d.at, answer).await {
+                Ok(result) => result.unwrap_or_else(|_| Err(gone())),
+                Err(_) => Err(RuntimeError::DeadlineExceeded { client: d.client }),
+            },
         }
-    };
-    tracing::info!(
-        model = %source.name,
-        version = source.version,
-        ?device,
-        seconds = started.elapsed().as_secs_f64(),
-        "model loaded and warmed up"
-    );
-    set(&state, ModelState::Ready);
-    while let Ok(job) = jobs.recv() {
-        let result = guarded(|| forward(&module, &source.config, &job.inputs, device));
-        // The caller may have gone away (client disconnected); nothing to do then.
-        let _ = job.reply.send(result);
-    }
-}
-
-/// Runs `f`, turning a panic inside tch/libtorch into an error so the thread keeps serving.
-fn guarded<T>(f: impl FnOnce() -> Result<T, RuntimeError>) -> Result<T, RuntimeError> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(RuntimeError::Panicked(msg))
-    })
-}
-
-fn load_and_warm_up(source: &ModelSource, device: Device) -> Result<CModule, String> {
-    let path = source.model_path.display();
-    let mut module = guarded(|| Ok(CModule::load_on_device(&source.model_path, device)?))
-        .map_err(|e| format!("{path}: cannot load TorchScript: {e}"))?;
-    module.set_eval();
-    // One row of zeros per input: proves the config matches the module before any client sees it.
-    let warm: Vec<TensorData> = source
-        .config
-        .inputs
-        .iter()
-        .map(|spec| {
-            let shape: Vec<u64> = spec
-                .shape
-                .iter()
-                .map(|&d| if d < 0 { 1 } else { d as u64 })
-                .collect();
-            let n = protocol::element_count(&shape).unwrap_or(0);
-            TensorData {
-                datatype: spec.datatype,
-                bytes: vec![0; n * spec.datatype.size().unwrap_or(0)],
-                shape,
-            }
-        })
-        .collect();
-    guarded(|| forward(&module, &source.config, &warm, device))
-        .map_err(|e| format!("{path}: warm-up with zeros failed: {e}"))?;
-    Ok(module)
-}
-
-/// One forward pass under no-grad; outputs are checked against the config and copied to the host.
-fn forward(
-    module: &CModule,
-    config: &ModelConfig,
-    inputs: &[TensorData],
-    device: Device,
-) -> Result<Vec<TensorData>, RuntimeError> {
-    let _no_grad = tch::no_grad_guard();
-    let args = inputs
-        .iter()
-        .map(|t| t.to_tensor(device).map(IValue::Tensor))
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = module.forward_is(&args)?;
-    let tensors = flatten(out)?;
-    if tensors.len() != config.outputs.len() {
-        return Err(RuntimeError::OutputMismatch(format!(
-            "the model returned {} tensors, the config declares {} outputs",
-            tensors.len(),
-            config.outputs.len()
-        )));
-    }
-    tensors
-        .iter()
-        .zip(&config.outputs)
-        .map(|(t, spec)| {
-            let data = TensorData::from_tensor(t)?;
-            let shape_ok = data.shape.len() == spec.shape.len()
-                && data
-                    .shape
-                    .iter()
-                    .zip(&spec.shape)
-                    .all(|(&got, &want)| want < 0 || got == want as u64);
-            if data.datatype != spec.datatype || !shape_ok {
-                return Err(RuntimeError::OutputMismatch(format!(
-                    "output '{}' is {} {:?}, the config declares {} {:?}",
-                    spec.name, data.datatype, data.shape, spec.datatype, spec.shape
-                )));
-            }
-            Ok(data)
-        })
-        .collect()
-}
-
-/// A module may return one tensor, or a tuple/list of them (multi-output models).
-fn flatten(out: IValue) -> Result<Vec<Tensor>, RuntimeError> {
-    match out {
-        IValue::Tensor(t) => Ok(vec![t]),
-        IValue::TensorList(ts) => Ok(ts),
-        IValue::Tuple(items) | IValue::GenericList(items) => items
-            .into_iter()
-            .map(|iv| match iv {
-                IValue::Tensor(t) => Ok(t),
-                _ => Err(RuntimeError::OutputMismatch(
-                    "the model returned a non-tensor element".into(),
-                )),
-            })
-            .collect(),
-        _ => Err(RuntimeError::OutputMismatch(
-            "the model returned neither a tensor nor a tuple of tensors".into(),
-        )),
     }
 }

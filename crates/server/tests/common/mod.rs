@@ -28,14 +28,13 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server on `config` and waits until every model has finished loading.
     pub async fn start(config: ServerConfig) -> TestServer {
-        let state = server::start_models(&config).expect("models start");
-        for m in state.models() {
-            m.settled().await;
-        }
-        let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+        let addr = config.addr;
+        let state = server::start(config).await.expect("models start");
+        state.settled().await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, state.clone(), async move {
+        let task = tokio::spawn(server::serve(listener, None, state.clone(), async move {
             let _ = stopped.await;
         }));
         TestServer {
@@ -109,4 +108,93 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
             "{what}[{i}]: server {g} vs in-process {w}"
         );
     }
+}
+
+/// The project venv's Python (made by scripts/setup.sh), with torch and tritonclient.
+pub fn venv_python() -> PathBuf {
+    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/setup.sh",
+        py.display()
+    );
+    py
+}
+
+/// A fresh copy of the test-only repository (tests/fixtures/make_models.py), one per test process,
+/// made once and copied per call so tests can add or break models without affecting each other.
+pub fn fixture_repo(tag: &str) -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let master = MADE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("torchship-fixtures-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_models.py");
+        let status = std::process::Command::new(venv_python())
+            .arg(script)
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "make_models.py failed");
+        dir
+    });
+    let copy = master.with_file_name(format!("torchship-fixtures-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(master, &copy);
+    copy
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Only these models of the fixture repository (removes the others from the copy).
+pub fn fixture_with(tag: &str, keep: &[&str]) -> PathBuf {
+    let dir = fixture_repo(tag);
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        if !keep.contains(&e.file_name().to_str().unwrap()) {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    }
+    dir
+}
+
+/// Reads one sample's value from Prometheus text (exact label set, any label order).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (metric_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if metric_name != name {
+            continue;
+        }
+        let body = rest.trim_end_matches('}');
+        let mut got: Vec<(String, String)> = body
+            .split(',')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        let mut want: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        got.sort();
+        want.sort();
+        if got == want {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
 }

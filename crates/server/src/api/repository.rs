@@ -1,0 +1,56 @@
+//! The repository extension: `index` always; `load`/`unload` only under `--model-control explicit`
+//! (loading TorchScript runs code from the file), with model names that cannot leave the repository.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::read_body;
+use crate::error::ApiError;
+use crate::state::{AppState, IndexRow};
+
+#[derive(Debug, Default, Deserialize)]
+struct IndexRequest {
+    /// Only models that are (or are not) ready.
+    ready: Option<bool>,
+}
+
+pub async fn index(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Json<Vec<IndexRow>>, ApiError> {
+    let body = read_body(body, 64 << 10).await?;
+    let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?
+    };
+    let rows = state
+        .index()
+        .into_iter()
+        .filter(|r| {
+            request
+                .ready
+                .is_none_or(|want| (r.state == "READY") == want)
+        })
+        .collect();
+    Ok(Json(rows))
+}
+
+pub async fn load(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.load(&model).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn unload(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.unload(&model).await?;
+    Ok(Json(json!({})))
+}

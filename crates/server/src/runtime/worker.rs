@@ -1,0 +1,248 @@
+//! The forward threads: load, warm up, then serve jobs from the shared queue until it closes.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tch::{CModule, Device, IValue, Kind, Tensor};
+use tokio::sync::watch;
+
+use super::{Job, ModelState, RuntimeError, TensorData};
+use crate::metrics::ModelMetrics;
+use crate::repository::config::WarmupData;
+use crate::repository::ModelConfig;
+
+/// What every instance thread of one model version shares.
+pub(super) struct Shared {
+    pub name: String,
+    pub version: u64,
+    pub model_path: PathBuf,
+    pub config: Arc<ModelConfig>,
+    pub device: Device,
+    pub metrics: ModelMetrics,
+    pub state: Arc<watch::Sender<ModelState>>,
+    pub jobs: Mutex<Receiver<Job>>,
+    /// Instances still loading; the last one to finish marks the version ready.
+    pub loading: AtomicUsize,
+    pub started: Instant,
+}
+
+pub(super) fn run(shared: Arc<Shared>, instance: usize) {
+    let module = match load_and_warm_up(&shared) {
+        Ok(m) => m,
+        Err(why) => {
+            tracing::error!(model = %shared.name, version = shared.version, instance, error = %why, "model failed to load");
+            shared.state.send_replace(ModelState::Failed(why));
+            return;
+        }
+    };
+    if shared.loading.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let seconds = shared.started.elapsed().as_secs_f64();
+        let ready = shared.state.send_if_modified(|s| {
+            let was_loading = *s == ModelState::Loading;
+            if was_loading {
+                *s = ModelState::Ready;
+            }
+            was_loading
+        });
+        if ready {
+            shared.metrics.load_duration.set(seconds);
+            shared.metrics.ready.set(1);
+            tracing::info!(model = %shared.name, version = shared.version, device = ?shared.device,
+                instances = shared.config.instance_count, seconds, "model loaded and warmed up");
+        }
+    }
+    loop {
+        // The lock is held only while waiting for the next job, never during a forward pass.
+        let job = match shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => break, // every handle dropped: the model was unloaded
+        };
+        serve(&shared, &module, job);
+    }
+    tracing::debug!(model = %shared.name, version = shared.version, instance, "forward thread exits");
+}
+
+fn serve(shared: &Shared, module: &CModule, job: Job) {
+    let m = &shared.metrics;
+    m.pending.dec();
+    m.queue_duration
+        .observe(job.enqueued.elapsed().as_secs_f64());
+    if job.reply.is_closed() {
+        return; // the client went away or its deadline fired: do not spend libtorch time on it
+    }
+    if let Some(d) = job.deadline {
+        if tokio::time::Instant::now() >= d.at {
+            let _ = job
+                .reply
+                .send(Err(RuntimeError::DeadlineExceeded { client: d.client }));
+            return;
+        }
+    }
+    m.inflight.inc();
+    let result = guarded(|| forward(shared, module, &job.inputs)).map(|(outputs, phases)| {
+        m.compute_input.observe(phases[0]);
+        m.compute_forward.observe(phases[1]);
+        m.compute_output.observe(phases[2]);
+        outputs
+    });
+    m.inflight.dec();
+    m.executions.inc();
+    m.rows.inc_by(job.rows);
+    m.batch_size.observe(job.rows as f64);
+    let _ = job.reply.send(result);
+}
+
+/// Runs `f`, turning a panic inside tch/libtorch into an error so the thread keeps serving.
+fn guarded<T>(f: impl FnOnce() -> Result<T, RuntimeError>) -> Result<T, RuntimeError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(RuntimeError::Panicked(msg))
+    })
+}
+
+fn load_and_warm_up(shared: &Shared) -> Result<CModule, String> {
+    let path = shared.model_path.display();
+    if !shared.model_path.is_file() {
+        return Err(format!("{path}: file not found"));
+    }
+    let mut module = guarded(|| Ok(CModule::load_on_device(&shared.model_path, shared.device)?))
+        .map_err(|e| format!("{path}: cannot load TorchScript: {}", first_line(&e)))?;
+    module.set_eval();
+    // tch's tensor constructors panic on error; `guarded` turns that into a load failure.
+    let warm = guarded(|| Ok(warmup_inputs(&shared.config)))
+        .map_err(|e| format!("{path}: building warm-up inputs failed: {}", first_line(&e)))?;
+    for _ in 0..shared.config.warmup.runs {
+        guarded(|| forward(shared, &module, &warm))
+            .map_err(|e| format!("{path}: warm-up failed: {}", first_line(&e)))?;
+    }
+    Ok(module)
+}
+
+fn first_line(e: &RuntimeError) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// One batch per the `[warmup]` config; `-1` dimensions become the warm-up batch size.
+fn warmup_inputs(config: &ModelConfig) -> Vec<TensorData> {
+    let rows = config.warmup.batch_size as u64;
+    config
+        .inputs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<u64> = spec
+                .shape
+                .iter()
+                .map(|&d| if d < 0 { rows } else { d as u64 })
+                .collect();
+            let n = protocol::element_count(&shape).unwrap_or(0);
+            let kind = super::tensor::kind_of(spec.datatype).unwrap_or(Kind::Float);
+            let t = match config.warmup.data {
+                WarmupData::Zeros => Tensor::zeros(
+                    shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+                    (kind, Device::Cpu),
+                ),
+                WarmupData::Random => {
+                    tch::manual_seed(0);
+                    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+                    if matches!(
+                        kind,
+                        Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double
+                    ) {
+                        Tensor::rand(dims, (kind, Device::Cpu))
+                    } else {
+                        Tensor::randint(2, dims, (Kind::Int64, Device::Cpu)).to_kind(kind)
+                    }
+                }
+            };
+            let size = spec.datatype.size().unwrap_or(0);
+            let mut bytes = vec![0u8; n * size];
+            t.copy_data_u8(&mut bytes, n);
+            TensorData {
+                datatype: spec.datatype,
+                shape,
+                bytes,
+            }
+        })
+        .collect()
+}
+
+/// Seconds spent building inputs, in forward, and copying outputs back.
+type Phases = [f64; 3];
+
+/// One forward pass under no-grad, timed by phase; outputs are checked against the config and copied
+/// to the host.
+fn forward(
+    shared: &Shared,
+    module: &CModule,
+    inputs: &[TensorData],
+) -> Result<(Vec<TensorData>, Phases), RuntimeError> {
+    let _no_grad = tch::no_grad_guard();
+    let t0 = Instant::now();
+    let args = inputs
+        .iter()
+        .map(|t| t.to_tensor(shared.device).map(IValue::Tensor))
+        .collect::<Result<Vec<_>, _>>()?;
+    let t1 = Instant::now();
+    let out = module.forward_is(&args)?;
+    let tensors = flatten(out)?;
+    let t2 = Instant::now();
+    let config = &shared.config;
+    if tensors.len() != config.outputs.len() {
+        return Err(RuntimeError::OutputMismatch(format!(
+            "the model returned {} tensors, the config declares {} outputs",
+            tensors.len(),
+            config.outputs.len()
+        )));
+    }
+    let outputs = tensors
+        .iter()
+        .zip(&config.outputs)
+        .map(|(t, spec)| {
+            let data = TensorData::from_tensor(t)?;
+            let shape_ok = data.shape.len() == spec.shape.len()
+                && data
+                    .shape
+                    .iter()
+                    .zip(&spec.shape)
+                    .all(|(&got, &want)| want < 0 || got == want as u64);
+            if data.datatype != spec.datatype || !shape_ok {
+                return Err(RuntimeError::OutputMismatch(format!(
+                    "output '{}' is {} {:?}, the config declares {} {:?}",
+                    spec.name, data.datatype, data.shape, spec.datatype, spec.shape
+                )));
+            }
+            Ok(data)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let t3 = Instant::now();
+    let phases = [t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64());
+    Ok((outputs, phases))
+}
+
+/// A module may return one tensor, or a tuple/list of them (multi-output models).
+fn flatten(out: IValue) -> Result<Vec<Tensor>, RuntimeError> {
+    match out {
+        IValue::Tensor(t) => Ok(vec![t]),
+        IValue::TensorList(ts) => Ok(ts),
+        IValue::Tuple(items) | IValue::GenericList(items) => items
+            .into_iter()
+            .map(|iv| match iv {
+                IValue::Tensor(t) => Ok(t),
+                _ => Err(RuntimeError::OutputMismatch(
+                    "the model returned a non-tensor element".into(),
+                )),
+            })
+            .collect(),
+        _ => Err(RuntimeError::OutputMismatch(
+            "the model returned neither a tensor nor a tuple of tensors".into(),
+        )),
+    }
+}
