@@ -139,6 +139,45 @@ pub struct Args {
     #[arg(long, env = "TORCHSHIP_DEFAULT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub default_timeout: Duration,
 
+    /// Requests being served at once (all inference routes together); beyond it, 429 at once. The
+    /// per-model queues are the first line, this is the second.
+    #[arg(long, env = "TORCHSHIP_MAX_INFLIGHT", default_value_t = 1024)]
+    pub max_inflight: usize,
+
+    /// Overrides every model's max_batch_size (rows per request and per batch).
+    #[arg(long, env = "TORCHSHIP_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
+
+    /// Overrides every model's batching.dynamic (false: each request runs alone).
+    #[arg(long, env = "TORCHSHIP_DYNAMIC_BATCHING")]
+    pub dynamic_batching: Option<bool>,
+
+    /// Overrides every model's batching.max_queue_delay (0 = adaptive), e.g. 2ms.
+    #[arg(long, env = "TORCHSHIP_MAX_QUEUE_DELAY", value_parser = parse_duration)]
+    pub max_queue_delay: Option<Duration>,
+
+    /// Overrides every model's batching.max_queue_size.
+    #[arg(long, env = "TORCHSHIP_MAX_QUEUE_SIZE")]
+    pub max_queue_size: Option<usize>,
+
+    /// Longest a client may take to send its request headers (slowloris guard).
+    #[arg(long, env = "TORCHSHIP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Longest a client may take to send its request body (408 after).
+    #[arg(long, env = "TORCHSHIP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// After SIGTERM, keep serving this long with readiness at 503, so Kubernetes can take the pod
+    /// out of its Service before the listener closes.
+    #[arg(long, env = "TORCHSHIP_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the listener closes, how long queued and in-flight requests may take to finish
+    /// (keep terminationGracePeriodSeconds above shutdown delay + drain timeout).
+    #[arg(long, env = "TORCHSHIP_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
     /// Also serve GET /metrics on this port (e.g. for a scrape-only NetworkPolicy); it is always on
     /// the main port too.
     #[arg(long, env = "TORCHSHIP_METRICS_PORT")]
@@ -162,6 +201,39 @@ pub struct ServerConfig {
     pub model_control: ModelControl,
     pub default_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
+    pub max_inflight: usize,
+    pub overrides: BatchOverrides,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// Command-line overrides of every model's batching settings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchOverrides {
+    pub max_batch_size: Option<usize>,
+    pub dynamic: Option<bool>,
+    pub max_queue_delay: Option<Duration>,
+    pub max_queue_size: Option<usize>,
+}
+
+impl BatchOverrides {
+    /// Applies the overrides to a model's config (before it is validated again by the caller).
+    pub fn apply(&self, config: &mut crate::repository::ModelConfig) {
+        if let Some(n) = self.max_batch_size {
+            config.max_batch_size = n;
+        }
+        if let Some(d) = self.dynamic {
+            config.batching.dynamic = d;
+        }
+        if let Some(d) = self.max_queue_delay {
+            config.batching.max_queue_delay_us = d.as_micros() as u64;
+        }
+        if let Some(n) = self.max_queue_size {
+            config.batching.max_queue_size = n;
+        }
+    }
 }
 
 impl Args {
@@ -177,12 +249,31 @@ impl Args {
             model_control: self.model_control,
             default_timeout: self.default_timeout,
             metrics_addr: self.metrics_port.map(|p| SocketAddr::new(self.host, p)),
+            max_inflight: self.max_inflight.max(1),
+            overrides: BatchOverrides {
+                max_batch_size: self.max_batch_size,
+                dynamic: self.dynamic_batching,
+                max_queue_delay: self.max_queue_delay,
+                max_queue_size: self.max_queue_size,
+            },
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            shutdown_delay: self.shutdown_delay,
+            drain_timeout: self.drain_timeout,
         }
     }
 }
 
 impl ServerConfig {
-    /// A config for tests and embedding: loopback, port 0, CPU.
+    pub fn timings(&self) -> crate::serve::Timings {
+        crate::serve::Timings {
+            header_timeout: self.header_timeout,
+            shutdown_delay: self.shutdown_delay,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
+    /// A config for tests and embedding: loopback, port 0, CPU, no shutdown delay.
     pub fn for_repository(dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -195,6 +286,12 @@ impl ServerConfig {
             model_control: ModelControl::None,
             default_timeout: Duration::from_secs(30),
             metrics_addr: None,
+            max_inflight: 1024,
+            overrides: BatchOverrides::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -241,5 +338,17 @@ mod tests {
         assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.model_repository, PathBuf::from("models"));
         assert_eq!(c.device, DeviceChoice::Auto);
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(c.overrides, BatchOverrides::default());
+        let c = Args::parse_from([
+            "server",
+            "--dynamic-batching",
+            "false",
+            "--max-queue-delay",
+            "2ms",
+        ])
+        .into_config();
+        assert_eq!(c.overrides.dynamic, Some(false));
+        assert_eq!(c.overrides.max_queue_delay, Some(Duration::from_millis(2)));
     }
 }

@@ -19,6 +19,8 @@ pub const OUTCOMES: &[&str] = &[
     "model_control_disabled",
     "load_failed",
     "queue_full",
+    "overloaded",
+    "body_timeout",
     "model_not_ready",
     "deadline_exceeded",
     "client_timeout",
@@ -49,6 +51,12 @@ pub enum ApiError {
     /// A repository `load` failed; the index shows the reason too.
     #[error("{0}")]
     LoadFailed(String),
+    /// More inference requests in flight than `--max-inflight`.
+    #[error("the server is at its in-flight limit; retry later")]
+    Overloaded,
+    /// The client took longer than `--body-timeout` to send its body.
+    #[error("the request body was not received within the body timeout")]
+    BodyTimeout,
     /// The body could not be read (client went away, broken framing).
     #[error("cannot read request body: {0}")]
     BodyRead(String),
@@ -67,6 +75,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::BodyRead(_) => "body_read_failed",
             ApiError::Forbidden(_) => "model_control_disabled",
+            ApiError::Overloaded => "overloaded",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::LoadFailed(_) => "load_failed",
             ApiError::Runtime(e) => e.kind(),
         }
@@ -79,6 +89,8 @@ impl ApiError {
             | ApiError::BodyRead(_)
             | ApiError::LoadFailed(_) => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Runtime(RuntimeError::DeadlineExceeded { client: true }) => {
                 StatusCode::REQUEST_TIMEOUT
             }

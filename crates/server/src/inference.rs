@@ -2,6 +2,7 @@
 //! (names, datatypes, shapes, batch size, element and byte counts with overflow-safe arithmetic) is made
 //! here, so a bad request never reaches libtorch.
 
+use bytes::Bytes;
 use protocol::{
     element_count, json_to_bytes, Datatype, InferRequest, InferResponse, Parameters, RawData,
     ResponseOutput,
@@ -89,7 +90,7 @@ pub fn check_shape(
 pub fn prepare(
     config: &ModelConfig,
     request: &InferRequest,
-    binary: &[u8],
+    binary: &Bytes,
 ) -> Result<Prepared, ApiError> {
     let mut offset = 0usize;
     let mut slots: Vec<Option<TensorData>> = vec![None; config.inputs.len()];
@@ -144,7 +145,7 @@ pub fn prepare(
                             binary.len()
                         ))
                     })?;
-                let bytes = binary[offset..end].to_vec();
+                let bytes = binary.slice(offset..end);
                 offset = end;
                 bytes
             }
@@ -158,7 +159,7 @@ pub fn prepare(
                 let mut bytes = Vec::new();
                 json_to_bytes(data, datatype, count, &mut bytes)
                     .map_err(|e| ApiError::InvalidInput(format!("input '{}': {e}", input.name)))?;
-                bytes
+                Bytes::from(bytes)
             }
         };
         slots[index] = Some(TensorData {
@@ -246,7 +247,7 @@ pub fn respond<'a>(
         .map(|&(i, binary)| {
             let out = &outputs[i];
             let (parameters, data) = if binary {
-                blobs.push(out.bytes.as_slice());
+                blobs.push(&out.bytes[..]);
                 let p = json!({ "binary_data_size": out.bytes.len() });
                 (p.as_object().cloned(), None)
             } else {
@@ -310,7 +311,9 @@ mod tests {
     }
 
     fn err(r: InferRequest) -> String {
-        prepare(&config(), &r, &[]).unwrap_err().to_string()
+        prepare(&config(), &r, &Bytes::new())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -319,7 +322,7 @@ mod tests {
             input("b", "INT64", vec![2], json!([7, 8])),
             input("a", "FP32", vec![2, 2], json!([[1, 2], [3, 4]])),
         ]);
-        let p = prepare(&config(), &r, &[]).unwrap();
+        let p = prepare(&config(), &r, &Bytes::new()).unwrap();
         assert_eq!(p.inputs[0].shape, vec![2, 2]);
         assert_eq!(p.inputs[0].bytes.len(), 16);
         assert_eq!(
@@ -406,10 +409,10 @@ mod tests {
             vec![4294967296, 4294967296],
             json!([1]),
         )]);
-        let e = prepare(&cfg, &r, &[]).unwrap_err();
+        let e = prepare(&cfg, &r, &Bytes::new()).unwrap_err();
         assert!(e.to_string().contains("too large"), "{e}");
         let r = request(vec![input("a", "FP32", vec![1 << 20, 1 << 20], json!([1]))]);
-        let e = prepare(&cfg, &r, &[]).unwrap_err();
+        let e = prepare(&cfg, &r, &Bytes::new()).unwrap_err();
         assert!(
             e.to_string().contains("expected 1099511627776 elements"),
             "{e}"
@@ -427,20 +430,22 @@ mod tests {
         };
         let a: Vec<u8> = [1f32, 2.].iter().flat_map(|x| x.to_le_bytes()).collect();
         let b = 9i64.to_le_bytes().to_vec();
-        let body = [a.clone(), b.clone()].concat();
+        let body = Bytes::from([a.clone(), b.clone()].concat());
         let r = request(vec![
             bin("a", "FP32", vec![1, 2], 8),
             bin("b", "INT64", vec![1], 8),
         ]);
         let p = prepare(&config(), &r, &body).unwrap();
         assert_eq!(
-            (p.inputs[0].bytes.clone(), p.inputs[1].bytes.clone()),
+            (p.inputs[0].bytes.to_vec(), p.inputs[1].bytes.to_vec()),
             (a, b)
         );
 
-        let short = prepare(&config(), &r, &body[..12]).unwrap_err().to_string();
+        let short = prepare(&config(), &r, &body.slice(..12))
+            .unwrap_err()
+            .to_string();
         assert!(short.contains("fewer than the inputs declare"), "{short}");
-        let long = prepare(&config(), &r, &[body.as_slice(), &[0]].concat())
+        let long = prepare(&config(), &r, &Bytes::from([&body[..], &[0]].concat()))
             .unwrap_err()
             .to_string();
         assert!(long.contains("17 bytes of binary data"), "{long}");
@@ -463,12 +468,12 @@ mod tests {
             parameters: None,
         }]);
         assert_eq!(
-            prepare(&config(), &r, &[]).unwrap().outputs,
+            prepare(&config(), &r, &Bytes::new()).unwrap().outputs,
             vec![(1, false)]
         );
         r.parameters = json!({"binary_data_output": true}).as_object().cloned();
         assert_eq!(
-            prepare(&config(), &r, &[]).unwrap().outputs,
+            prepare(&config(), &r, &Bytes::new()).unwrap().outputs,
             vec![(1, true)]
         );
         r.outputs = Some(vec![RequestOutput {
@@ -476,7 +481,7 @@ mod tests {
             parameters: json!({"binary_data": false}).as_object().cloned(),
         }]);
         assert_eq!(
-            prepare(&config(), &r, &[]).unwrap().outputs,
+            prepare(&config(), &r, &Bytes::new()).unwrap().outputs,
             vec![(0, false)]
         );
         r.outputs = Some(vec![RequestOutput {

@@ -11,6 +11,8 @@
 //! - [`api`]: the axum router: v2 protocol with the binary and repository extensions, `/predict`,
 //!   health, metrics, request ids and access log.
 //! - [`metrics`]: the Prometheus registry; [`cuda`] reads device memory for it.
+//! - [`serve`]: the accept loop (header timeout) and the SIGTERM sequence: readiness 503, shutdown
+//!   delay, listener closed, drain with a deadline.
 //! - [`error`]: the single mapping from errors to HTTP status codes and JSON bodies.
 
 pub mod api;
@@ -21,6 +23,7 @@ pub mod inference;
 pub mod metrics;
 pub mod repository;
 pub mod runtime;
+pub mod serve;
 pub mod state;
 
 use std::future::Future;
@@ -48,6 +51,9 @@ pub enum StartupError {
     /// The HTTP server failed.
     #[error("HTTP server error: {0}")]
     Serve(#[source] std::io::Error),
+    /// Requests were still running when the drain timeout passed.
+    #[error("requests were still in flight when the {0:?} drain timeout passed")]
+    DrainTimeout(std::time::Duration),
 }
 
 /// Sets libtorch's thread pools, scans the repository and starts every model version. Models load in
@@ -72,31 +78,13 @@ pub async fn start(config: ServerConfig) -> Result<AppState, StartupError> {
 }
 
 /// Serves `state` on `listener` (and `/metrics` on `metrics`, if given) until `shutdown` resolves,
-/// then finishes the requests in flight.
+/// then runs the shutdown sequence (see [`serve`](mod@serve)) with the config's timings.
 pub async fn serve(
     listener: TcpListener,
     metrics: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_task = metrics.map(|l| {
-        let app = api::metrics_router(state.clone());
-        tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async {
-                    let _ = metrics_stopped.await;
-                })
-                .await
-        })
-    });
-    let result = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(StartupError::Serve);
-    let _ = stop_metrics.send(());
-    if let Some(task) = metrics_task {
-        let _ = task.await;
-    }
-    result
+    let timings = state.config().timings();
+    serve::serve(listener, metrics, state, timings, shutdown).await
 }

@@ -1,4 +1,4 @@
-//! `server` binary: flags -> config, logging, listener, signals; everything else is in the library.
+//! `server` binary: flags -> config, logging, listeners, signals; everything else is in the library.
 
 use anyhow::Context;
 use clap::Parser;
@@ -14,27 +14,41 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on the next SIGINT or SIGTERM (what Kubernetes sends before killing a pod).
+async fn signal() -> &'static str {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
-    tracing::info!("shutdown signal received; finishing requests in flight");
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// The first signal starts the graceful shutdown; a second one exits at once.
+async fn shutdown_signal() {
+    let first = signal().await;
+    tracing::info!(
+        signal = first,
+        "shutting down gracefully; send it again to exit at once"
+    );
+    tokio::spawn(async {
+        let second = signal().await;
+        tracing::warn!(signal = second, "second signal: exiting now");
+        std::process::exit(130);
+    });
 }
 
 #[tokio::main]
@@ -65,5 +79,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, metrics_addr, %repository, "torchship server listening");
     server::serve(listener, metrics, state, shutdown_signal())
         .await
-        .context("server failed")
+        .context("server failed")?;
+    tracing::info!("drained; exiting");
+    Ok(())
 }

@@ -43,6 +43,8 @@ struct Inner {
     metrics: Metrics,
     models: RwLock<BTreeMap<String, ModelEntry>>,
     control: tokio::sync::Mutex<()>,
+    draining: std::sync::atomic::AtomicBool,
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -53,10 +55,12 @@ impl AppState {
         let scan = repository::scan(&config.model_repository)?;
         let state = AppState {
             inner: Arc::new(Inner {
-                config,
                 metrics: Metrics::new(),
                 models: RwLock::new(BTreeMap::new()),
                 control: tokio::sync::Mutex::new(()),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                inflight: Arc::new(tokio::sync::Semaphore::new(config.max_inflight)),
+                config,
             }),
         };
         let mut models = BTreeMap::new();
@@ -84,7 +88,34 @@ impl AppState {
         Ok(state)
     }
 
-    fn start_entry(&self, source: ModelSource) -> std::io::Result<ModelEntry> {
+    /// SIGTERM arrived: readiness answers 503 from now on.
+    pub fn begin_drain(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The global in-flight limit shared by every inference route.
+    pub fn inflight(&self) -> Arc<tokio::sync::Semaphore> {
+        self.inner.inflight.clone()
+    }
+
+    fn start_entry(&self, mut source: ModelSource) -> std::io::Result<ModelEntry> {
+        self.inner.config.overrides.apply(&mut source.config);
+        if let Err(why) = source.config.check() {
+            let why = format!("{} (after command-line overrides)", why);
+            tracing::error!(model = %source.name, reason = %why, "model not loaded");
+            return Ok(ModelEntry {
+                versions: BTreeMap::new(),
+                failure: Some(why),
+            });
+        }
         let choice = match &source.config.device {
             Some(d) => d.parse().unwrap_or(self.inner.config.device),
             None => self.inner.config.device,
@@ -180,9 +211,10 @@ impl AppState {
         let states: Vec<ModelState> = self.models().iter().map(|m| m.state()).collect();
         let failed = self.read().values().any(|e| e.failure.is_some())
             || states.iter().any(|s| matches!(s, ModelState::Failed(_)));
-        !states.contains(&ModelState::Loading)
-            && states.contains(&ModelState::Ready)
-            && !(self.inner.config.strict_models && failed)
+        let blocked = self.is_draining()
+            || states.contains(&ModelState::Loading)
+            || (self.inner.config.strict_models && failed);
+        !blocked && states.contains(&ModelState::Ready)
     }
 
     /// Waits until every version has finished loading; returns the failures (model, reason).

@@ -1,5 +1,5 @@
 //! Liveness never depends on models (a slow load must not get the pod killed); readiness waits for
-//! every model that can load to be warmed up.
+//! every model that can load to be warmed up, and turns 503 the moment shutdown begins.
 
 use axum::extract::State;
 use axum::http::StatusCode;

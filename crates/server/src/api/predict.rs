@@ -128,9 +128,10 @@ async fn predict_on(state: &AppState, model: &Model, inputs: &Value) -> Result<R
     let input = TensorData {
         datatype: spec.datatype,
         shape,
-        bytes,
+        bytes: bytes.into(),
     };
-    let outputs = model.infer(vec![input], Some(deadline)).await?;
+    let level = config.batching.level(None).unwrap_or(0);
+    let outputs = model.infer(vec![input], Some(deadline), level).await?;
     let first = &outputs[0];
     let rows = if config.max_batch_size > 0 {
         first.shape[0].max(1) as usize
@@ -178,13 +179,13 @@ mod tests {
         let t = TensorData {
             datatype: Datatype::Fp32,
             shape: vec![2, 3],
-            bytes: vals,
+            bytes: vals.into(),
         };
         assert_eq!(argmax_rows(&t), Some(vec![1, 0]));
         let t = TensorData {
             datatype: Datatype::Int64,
             shape: vec![1, 1],
-            bytes: vec![0; 8],
+            bytes: vec![0; 8].into(),
         };
         assert_eq!(argmax_rows(&t), None);
     }

@@ -144,9 +144,9 @@ async fn infer_on(
             .map_err(|e| ApiError::MalformedJson(e.to_string()))
     };
     let (request, binary) = match header_length {
-        None => (parse(&body)?, &body[..0]),
-        Some(0) => (raw_request(&model.config, body.len())?, &body[..]),
-        Some(n) if n <= body.len() => (parse(&body[..n])?, &body[n..]),
+        None => (parse(&body)?, body.slice(..0)),
+        Some(0) => (raw_request(&model.config, body.len())?, body.clone()),
+        Some(n) if n <= body.len() => (parse(&body[..n])?, body.slice(n..)),
         Some(n) => {
             return Err(ApiError::InvalidInput(format!(
                 "{HEADER_LENGTH} is {n} but the body has only {} bytes",
@@ -154,9 +154,17 @@ async fn infer_on(
             )))
         }
     };
-    let prepared = inference::prepare(&model.config, &request, binary)?;
+    let prepared = inference::prepare(&model.config, &request, &binary)?;
     let deadline = deadline(state, &request)?;
-    let outputs = model.infer(prepared.inputs, Some(deadline)).await?;
+    let priority = param_u64(request.parameters.as_ref(), "priority")?;
+    let level = model.config.batching.level(priority).ok_or_else(|| {
+        ApiError::InvalidInput(format!(
+            "priority {} is not within 0..={} (the model's priority_levels)",
+            priority.unwrap_or(0),
+            model.config.batching.priority_levels
+        ))
+    })?;
+    let outputs = model.infer(prepared.inputs, Some(deadline), level).await?;
     let (header, blobs) = inference::respond(
         &model.config,
         &model.name,

@@ -15,13 +15,44 @@ pub struct TensorSpec {
     pub shape: Vec<i64>,
 }
 
-/// Queueing settings.
+/// Queueing and dynamic batching settings.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingConfig {
+    /// Combine requests into one forward pass (needs `max_batch_size` > 1).
+    #[serde(default = "yes")]
+    pub dynamic: bool,
+    /// How long the oldest request may wait for company. 0 (the default) is adaptive: an idle
+    /// forward thread takes whatever is queued at once, so light load pays no batching delay.
+    #[serde(default, alias = "max_queue_delay_microseconds")]
+    pub max_queue_delay_us: u64,
+    /// Batch sizes to dispatch at as soon as they are reached, and to cut batches at.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<u64>,
     /// Requests that may wait for the model; beyond this they are answered 429 at once.
     #[serde(default = "default_queue_size")]
     pub max_queue_size: usize,
+    /// Priority levels; a request's `priority` parameter picks one (1 is served first).
+    #[serde(default = "one")]
+    pub priority_levels: usize,
+    /// The level of requests without a `priority` (or with 0); defaults to the lowest.
+    #[serde(default)]
+    pub default_priority_level: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BatchingConfig {
+    /// The queue level (0-based, 0 first) for a request's `priority` parameter, if valid.
+    pub fn level(&self, priority: Option<u64>) -> Option<usize> {
+        match priority.unwrap_or(0) {
+            0 => Some(self.default_priority_level.unwrap_or(self.priority_levels) - 1),
+            p if p as usize <= self.priority_levels => Some(p as usize - 1),
+            _ => None,
+        }
+    }
 }
 
 fn default_queue_size() -> usize {
@@ -116,7 +147,12 @@ impl Default for WarmupConfig {
 impl Default for BatchingConfig {
     fn default() -> Self {
         BatchingConfig {
+            dynamic: true,
+            max_queue_delay_us: 0,
+            preferred_batch_sizes: vec![],
             max_queue_size: default_queue_size(),
+            priority_levels: 1,
+            default_priority_level: None,
         }
     }
 }
@@ -154,11 +190,12 @@ impl ModelConfig {
     /// Parses and checks a config; the message says what is wrong, the caller adds the file name.
     pub fn parse(text: &str) -> Result<ModelConfig, String> {
         let config: ModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.validate()?;
+        config.check()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks the fields against each other (also after command-line overrides).
+    pub fn check(&self) -> Result<(), String> {
         if self.platform != PLATFORM {
             return Err(format!(
                 "platform '{}' is not supported (only '{PLATFORM}')",
@@ -170,6 +207,26 @@ impl ModelConfig {
         }
         if self.batching.max_queue_size == 0 {
             return Err("batching.max_queue_size must be at least 1".into());
+        }
+        let b = &self.batching;
+        if b.priority_levels == 0
+            || b.default_priority_level
+                .is_some_and(|l| l == 0 || l > b.priority_levels)
+        {
+            return Err(format!(
+                "batching: priority_levels must be >= 1 and default_priority_level within 1..={}",
+                b.priority_levels
+            ));
+        }
+        if let Some(bad) = b
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&p| p == 0 || p > self.max_batch_size as u64)
+        {
+            return Err(format!(
+                "batching: preferred batch size {bad} is not within 1..=max_batch_size ({})",
+                self.max_batch_size
+            ));
         }
         if self.instance_count == 0 || self.warmup.batch_size == 0 {
             return Err("instance_count and warmup.batch_size must be at least 1".into());
@@ -242,10 +299,29 @@ mod tests {
         assert_eq!(c.platform, PLATFORM);
         assert_eq!(c.max_batch_size, 8);
         assert_eq!(c.inputs[0].datatype, Datatype::Fp32);
-        assert_eq!(c.batching.max_queue_size, 256);
+        assert_eq!(c.batching, BatchingConfig::default());
+        assert!(c.batching.dynamic && c.batching.max_queue_delay_us == 0);
         assert_eq!(c.version_policy, VersionPolicy::Latest(1));
         assert_eq!(c.instance_count, 1);
         assert_eq!(c.warmup, WarmupConfig::default());
+    }
+
+    #[test]
+    fn priorities_map_to_levels() {
+        let mut b = BatchingConfig {
+            priority_levels: 3,
+            ..Default::default()
+        };
+        assert_eq!(b.level(None), Some(2), "default is the lowest level");
+        assert_eq!(b.level(Some(0)), Some(2));
+        assert_eq!(b.level(Some(1)), Some(0));
+        assert_eq!(b.level(Some(3)), Some(2));
+        assert_eq!(b.level(Some(4)), None);
+        b.default_priority_level = Some(2);
+        assert_eq!(b.level(None), Some(1));
+        let c = ModelConfig::parse(&format!("{GOOD}\n[batching]\nmax_queue_delay_microseconds = 500\npreferred_batch_sizes = [4, 8]")).unwrap();
+        assert_eq!(c.batching.max_queue_delay_us, 500);
+        assert_eq!(c.batching.preferred_batch_sizes, vec![4, 8]);
     }
 
     #[test]
@@ -317,6 +393,14 @@ mod tests {
             (
                 format!("{GOOD}\n[warmup]\nbatch_size = 9"),
                 "exceeds max_batch_size 8",
+            ),
+            (
+                format!("{GOOD}\n[batching]\npreferred_batch_sizes = [16]"),
+                "preferred batch size 16",
+            ),
+            (
+                format!("{GOOD}\n[batching]\npriority_levels = 2\ndefault_priority_level = 3"),
+                "default_priority_level within 1..=2",
             ),
         ];
         for (text, want) in cases {

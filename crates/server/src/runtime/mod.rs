@@ -1,14 +1,15 @@
-//! The libtorch side. Each model version has `instance_count` dedicated OS threads (never tokio
-//! workers), each owning a copy of the `CModule`, all fed by one bounded queue; callers wait on a
-//! oneshot reply. Threads load and warm up their module in the background and the version turns ready
-//! only when all have, so a slow load never blocks the HTTP server or its liveness.
+//! The libtorch side. Each model version has a [`batcher`] task that owns its bounded queue and forms
+//! batches, and `instance_count` dedicated OS threads (never tokio workers), each owning a copy of the
+//! `CModule`, that run them; callers wait on a oneshot reply. Threads load and warm up their module in
+//! the background and the version turns ready only when all have, so a slow load never blocks the HTTP
+//! server or its liveness.
 
+pub mod batcher;
 pub mod tensor;
 mod worker;
 
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tch::Device;
 use tokio::sync::{oneshot, watch};
@@ -17,8 +18,9 @@ use crate::metrics::ModelMetrics;
 use crate::repository::{ModelConfig, VersionSource};
 pub use tensor::TensorData;
 
-/// Why an inference could not be served by the runtime.
-#[derive(Debug, thiserror::Error)]
+/// Why an inference could not be served by the runtime. `Clone` because one failed forward pass
+/// answers every request of its batch.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The model's queue holds `max_queue_size` requests already.
     #[error("the model's queue is full ({0} waiting); retry later")]
@@ -31,7 +33,7 @@ pub enum RuntimeError {
     DeadlineExceeded { client: bool },
     /// libtorch reported an error (during forward, or while building tensors).
     #[error("libtorch error: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(String),
     /// Input or output bytes that do not form a tensor.
     #[error("{0}")]
     Tensor(String),
@@ -41,6 +43,12 @@ pub enum RuntimeError {
     /// libtorch or tch panicked; the thread survived and keeps serving.
     #[error("the forward pass panicked: {0}")]
     Panicked(String),
+}
+
+impl From<tch::TchError> for RuntimeError {
+    fn from(e: tch::TchError) -> Self {
+        RuntimeError::Torch(e.to_string())
+    }
 }
 
 impl RuntimeError {
@@ -91,18 +99,8 @@ pub struct Deadline {
     pub client: bool,
 }
 
-type Reply = oneshot::Sender<Result<Vec<TensorData>, RuntimeError>>;
-
-struct Job {
-    inputs: Vec<TensorData>,
-    rows: u64,
-    enqueued: Instant,
-    deadline: Option<Deadline>,
-    reply: Reply,
-}
-
-/// One served model version: its config, its state, and the queue into its forward threads.
-/// Dropping the last handle closes the queue; the threads finish what is queued, then exit.
+/// One served model version: its config, its state, and the queue into its batcher.
+/// Dropping the last handle closes the queue; the batcher and threads finish what is queued, then exit.
 pub struct Model {
     pub name: String,
     pub version: u64,
@@ -110,11 +108,29 @@ pub struct Model {
     pub device: Device,
     pub metrics: ModelMetrics,
     state: Arc<watch::Sender<ModelState>>,
-    queue: SyncSender<Job>,
+    queue: batcher::Queue,
+}
+
+/// The batching policy of a model config (CLI overrides are already merged into it).
+pub fn policy(config: &ModelConfig) -> batcher::Policy {
+    let b = &config.batching;
+    batcher::Policy {
+        max_batch_rows: if b.dynamic {
+            config.max_batch_size as u64
+        } else {
+            1
+        },
+        max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
+        preferred_batch_sizes: b.preferred_batch_sizes.clone(),
+        max_queue_size: b.max_queue_size,
+        priority_levels: b.priority_levels,
+        instances: config.instance_count,
+    }
 }
 
 impl Model {
-    /// Starts the forward threads, which load and warm up the module in the background.
+    /// Starts the forward threads (which load and warm up the module in the background) and the
+    /// batcher task. Must be called within a tokio runtime.
     pub fn start(
         name: &str,
         config: Arc<ModelConfig>,
@@ -122,7 +138,7 @@ impl Model {
         device: Device,
         metrics: ModelMetrics,
     ) -> std::io::Result<Arc<Model>> {
-        let (queue, jobs) = sync_channel(config.batching.max_queue_size);
+        let (to_threads, batches) = std::sync::mpsc::channel();
         let state = Arc::new(watch::Sender::new(ModelState::Loading));
         metrics.ready.set(0);
         let shared = Arc::new(worker::Shared {
@@ -133,7 +149,7 @@ impl Model {
             device,
             metrics: metrics.clone(),
             state: state.clone(),
-            jobs: Mutex::new(jobs),
+            batches: Mutex::new(batches),
             loading: std::sync::atomic::AtomicUsize::new(config.instance_count),
             started: Instant::now(),
         });
@@ -143,6 +159,11 @@ impl Model {
                 .name(format!("fwd-{name}-{}-{instance}", source.version))
                 .spawn(move || worker::run(shared, instance))?;
         }
+        let queue = batcher::spawn(
+            policy(&config),
+            worker::Pool(to_threads),
+            metrics.pending.clone(),
+        );
         Ok(Arc::new(Model {
             name: name.to_string(),
             version: source.version,
@@ -162,6 +183,11 @@ impl Model {
         self.state() == ModelState::Ready
     }
 
+    /// Requests waiting in the batcher.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Resolves once loading has finished, successfully or not.
     pub async fn settled(&self) -> ModelState {
         let mut rx = self.state.subscribe();
@@ -173,12 +199,14 @@ impl Model {
         state.unwrap_or_else(|_| self.state())
     }
 
-    /// Queues one forward pass and waits for it, at most until `deadline`. A full queue answers at
-    /// once. If the caller goes away (client disconnected), the queued job is skipped, not run.
+    /// Queues a request (its rows counted from the first input's batch dimension) and waits for
+    /// its own output rows, at most until `deadline`. A full queue answers at once. If the caller
+    /// goes away (client disconnected), the request is skipped, never run.
     pub async fn infer(
         &self,
         inputs: Vec<TensorData>,
         deadline: Option<Deadline>,
+        priority: usize,
     ) -> Result<Vec<TensorData>, RuntimeError> {
         match self.state() {
             ModelState::Ready => {}
@@ -195,29 +223,14 @@ impl Model {
             1
         };
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        self.queue.push(batcher::Pending {
             inputs,
             rows,
-            enqueued: Instant::now(),
+            priority,
+            enqueued: tokio::time::Instant::now(),
             deadline,
             reply,
-        };
-        // Count before sending: the worker decrements when it takes the job, which may be at once.
-        self.metrics.pending.inc();
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(e) => {
-                self.metrics.pending.dec();
-                return Err(match e {
-                    TrySendError::Full(_) => {
-                        RuntimeError::QueueFull(self.config.batching.max_queue_size)
-                    }
-                    TrySendError::Disconnected(_) => {
-                        RuntimeError::NotReady("the forward threads have stopped".into())
-                    }
-                });
-            }
-        }
+        })?;
         let gone = || RuntimeError::NotReady("the forward threads have stopped".into());
         match deadline {
             None => answer.await.unwrap_or_else(|_| Err(gone())),

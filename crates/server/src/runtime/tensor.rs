@@ -1,17 +1,19 @@
 //! Tensors as the server passes them around: datatype, shape and little-endian bytes, converted to and
 //! from libtorch with one copy each way.
 
+use bytes::Bytes;
 use protocol::Datatype;
 use tch::{Device, Kind, Tensor};
 
 use super::RuntimeError;
 
-/// A dense, row-major tensor held as bytes.
+/// A dense, row-major tensor held as bytes. `Bytes` so that binary request bodies and batched outputs
+/// are sliced, not copied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorData {
     pub datatype: Datatype,
     pub shape: Vec<u64>,
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
 }
 
 /// The libtorch kind of a v2 datatype, if it has one.
@@ -88,9 +90,93 @@ impl TensorData {
         Ok(TensorData {
             datatype,
             shape,
-            bytes,
+            bytes: bytes.into(),
         })
     }
+}
+
+/// Builds one batch tensor from several requests' inputs (same datatype and trailing dims), writing
+/// each request's bytes straight into the tensor's storage: one copy on CPU; on CUDA the host buffer
+/// is pinned so the upload can run asynchronously.
+pub fn batch_tensor(parts: &[&TensorData], device: Device) -> Result<Tensor, RuntimeError> {
+    let first = parts
+        .first()
+        .ok_or_else(|| RuntimeError::Tensor("empty batch".into()))?;
+    if parts.len() == 1 {
+        return first.to_tensor(device);
+    }
+    let kind = kind_of(first.datatype).ok_or_else(|| {
+        RuntimeError::Tensor(format!("datatype {} has no libtorch kind", first.datatype))
+    })?;
+    let rows: u64 = parts
+        .iter()
+        .map(|p| p.shape.first().copied().unwrap_or(1))
+        .sum();
+    let mut shape: Vec<i64> = first.shape.iter().map(|&d| d as i64).collect();
+    shape[0] = rows as i64;
+    let total: usize = parts.iter().map(|p| p.bytes.len()).sum();
+    let want = protocol::element_count(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>())
+        .and_then(|n| n.checked_mul(first.datatype.size()?));
+    let same = parts
+        .iter()
+        .all(|p| p.datatype == first.datatype && p.shape.get(1..) == first.shape.get(1..));
+    if !same || want != Some(total) {
+        return Err(RuntimeError::Tensor(format!(
+            "batch parts do not stack: {} bytes for shape {shape:?}",
+            total
+        )));
+    }
+    let host = Tensor::f_empty(shape.as_slice(), (kind, Device::Cpu))?;
+    let host = if device.is_cuda() {
+        host.f_pin_memory(device)?
+    } else {
+        host
+    };
+    // SAFETY: `host` is a fresh contiguous CPU tensor of exactly `total` bytes (checked above), and
+    // the parts are plain byte buffers that do not overlap it.
+    unsafe {
+        let mut dst = host.data_ptr() as *mut u8;
+        for p in parts {
+            std::ptr::copy_nonoverlapping(p.bytes.as_ptr(), dst, p.bytes.len());
+            dst = dst.add(p.bytes.len());
+        }
+    }
+    if device.is_cuda() {
+        Ok(host.f_to_device_(device, kind, true, false)?)
+    } else {
+        Ok(host)
+    }
+}
+
+/// Splits batched outputs back into each request's rows: zero-copy slices of the output bytes.
+pub fn split_rows(
+    outputs: Vec<TensorData>,
+    rows: &[u64],
+) -> Result<Vec<Vec<TensorData>>, RuntimeError> {
+    let total: u64 = rows.iter().sum();
+    let mut per_request: Vec<Vec<TensorData>> = rows.iter().map(|_| Vec::new()).collect();
+    for out in outputs {
+        if out.shape.first() != Some(&total) {
+            return Err(RuntimeError::OutputMismatch(format!(
+                "a batch of {total} rows returned an output of shape {:?}",
+                out.shape
+            )));
+        }
+        let row_bytes = out.bytes.len() / total.max(1) as usize;
+        let mut offset = 0;
+        for (i, &r) in rows.iter().enumerate() {
+            let len = r as usize * row_bytes;
+            let mut shape = out.shape.clone();
+            shape[0] = r;
+            per_request[i].push(TensorData {
+                datatype: out.datatype,
+                shape,
+                bytes: out.bytes.slice(offset..offset + len),
+            });
+            offset += len;
+        }
+    }
+    Ok(per_request)
 }
 
 #[cfg(test)]
@@ -114,7 +200,7 @@ mod tests {
             let data = TensorData {
                 datatype: dt,
                 shape: vec![2, 3],
-                bytes,
+                bytes: bytes.into(),
             };
             let t = data.to_tensor(Device::Cpu).unwrap();
             assert_eq!(t.size(), vec![2, 3]);
@@ -137,12 +223,44 @@ mod tests {
         assert_eq!(back, vec![1., 4., 2., 5., 3., 6.]);
     }
 
+    fn f32s(shape: Vec<u64>, xs: &[f32]) -> TensorData {
+        TensorData {
+            datatype: Datatype::Fp32,
+            shape,
+            bytes: xs
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        }
+    }
+
+    #[test]
+    fn parts_stack_into_one_tensor_and_split_back_per_request() {
+        let a = f32s(vec![1, 2], &[1., 2.]);
+        let b = f32s(vec![2, 2], &[3., 4., 5., 6.]);
+        let t = batch_tensor(&[&a, &b], Device::Cpu).unwrap();
+        assert_eq!(t.size(), vec![3, 2]);
+        let whole = TensorData::from_tensor(&t).unwrap();
+        assert_eq!(whole, f32s(vec![3, 2], &[1., 2., 3., 4., 5., 6.]));
+        let split = split_rows(vec![whole.clone(), whole], &[1, 2]).unwrap();
+        assert_eq!(split[0], vec![a.clone(), a.clone()]);
+        assert_eq!(split[1], vec![b.clone(), b]);
+        let c = f32s(vec![1, 3], &[1., 2., 3.]);
+        assert!(
+            batch_tensor(&[&a, &c], Device::Cpu).is_err(),
+            "trailing dims differ"
+        );
+        let bad = split_rows(vec![f32s(vec![2, 1], &[1., 2.])], &[1, 2]).unwrap_err();
+        assert!(bad.to_string().contains("a batch of 3 rows"), "{bad}");
+    }
+
     #[test]
     fn a_wrong_byte_count_is_an_error_not_a_crash() {
         let d = TensorData {
             datatype: Datatype::Fp32,
             shape: vec![2, 3],
-            bytes: vec![0; 5],
+            bytes: vec![0; 5].into(),
         };
         assert!(d.to_tensor(Device::Cpu).is_err());
     }

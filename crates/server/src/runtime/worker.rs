@@ -1,16 +1,19 @@
-//! The forward threads: load, warm up, then serve jobs from the shared queue until it closes.
+//! The forward threads of one model version: each loads its own copy of the module, warms it up, then
+//! runs the batches the batcher hands it until the model is dropped.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 use tokio::sync::watch;
 
-use super::{Job, ModelState, RuntimeError, TensorData};
+use super::batcher::{Backend, Batch, Pending};
+use super::tensor::{batch_tensor, split_rows};
+use super::{ModelState, RuntimeError, TensorData};
 use crate::metrics::ModelMetrics;
 use crate::repository::config::WarmupData;
 use crate::repository::ModelConfig;
@@ -24,10 +27,20 @@ pub(super) struct Shared {
     pub device: Device,
     pub metrics: ModelMetrics,
     pub state: Arc<watch::Sender<ModelState>>,
-    pub jobs: Mutex<Receiver<Job>>,
+    pub batches: Mutex<Receiver<Batch>>,
     /// Instances still loading; the last one to finish marks the version ready.
     pub loading: AtomicUsize,
     pub started: Instant,
+}
+
+/// The batcher's backend: hands batches to whichever instance thread is free.
+pub(super) struct Pool(pub Sender<Batch>);
+
+impl Backend for Pool {
+    fn submit(&self, batch: Batch) {
+        // If every thread is gone (load failed), the batch is dropped and its callers hear so.
+        let _ = self.0.send(batch);
+    }
 }
 
 pub(super) fn run(shared: Arc<Shared>, instance: usize) {
@@ -56,44 +69,71 @@ pub(super) fn run(shared: Arc<Shared>, instance: usize) {
         }
     }
     loop {
-        // The lock is held only while waiting for the next job, never during a forward pass.
-        let job = match shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => break, // every handle dropped: the model was unloaded
+        // The lock is held only while waiting for the next batch, never during a forward pass.
+        let batch = match shared
+            .batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv()
+        {
+            Ok(batch) => batch,
+            Err(_) => break, // the batcher is gone: the model was unloaded
         };
-        serve(&shared, &module, job);
+        serve(&shared, &module, batch);
     }
     tracing::debug!(model = %shared.name, version = shared.version, instance, "forward thread exits");
 }
 
-fn serve(shared: &Shared, module: &CModule, job: Job) {
+fn serve(shared: &Shared, module: &CModule, mut batch: Batch) {
     let m = &shared.metrics;
-    m.pending.dec();
-    m.queue_duration
-        .observe(job.enqueued.elapsed().as_secs_f64());
-    if job.reply.is_closed() {
-        return; // the client went away or its deadline fired: do not spend libtorch time on it
-    }
-    if let Some(d) = job.deadline {
-        if tokio::time::Instant::now() >= d.at {
-            let _ = job
+    let now = tokio::time::Instant::now();
+    let mut live: Vec<Pending> = Vec::with_capacity(batch.requests.len());
+    for p in batch.requests.drain(..) {
+        m.queue_duration.observe((now - p.enqueued).as_secs_f64());
+        if p.reply.is_closed() {
+            continue; // the client went away: no libtorch time for it
+        }
+        if let Some(d) = p.deadline.filter(|d| d.at <= now) {
+            let _ = p
                 .reply
                 .send(Err(RuntimeError::DeadlineExceeded { client: d.client }));
-            return;
+            continue;
         }
+        live.push(p);
     }
+    if live.is_empty() {
+        return;
+    }
+    let rows: Vec<u64> = live.iter().map(|p| p.rows).collect();
+    let total: u64 = rows.iter().sum();
     m.inflight.inc();
-    let result = guarded(|| forward(shared, module, &job.inputs)).map(|(outputs, phases)| {
+    let result = guarded(|| forward(shared, module, &live));
+    m.inflight.dec();
+    m.executions.inc();
+    m.rows.inc_by(total);
+    m.batch_size.observe(total as f64);
+    let per_request = result.and_then(|(outputs, phases)| {
         m.compute_input.observe(phases[0]);
         m.compute_forward.observe(phases[1]);
         m.compute_output.observe(phases[2]);
-        outputs
+        if shared.config.max_batch_size == 0 {
+            Ok(vec![outputs]) // unbatched: one request, outputs as they are
+        } else {
+            split_rows(outputs, &rows)
+        }
     });
-    m.inflight.dec();
-    m.executions.inc();
-    m.rows.inc_by(job.rows);
-    m.batch_size.observe(job.rows as f64);
-    let _ = job.reply.send(result);
+    match per_request {
+        Ok(outs) => {
+            for (p, out) in live.into_iter().zip(outs) {
+                let _ = p.reply.send(Ok(out));
+            }
+        }
+        Err(e) => {
+            for p in live {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
+    }
 }
 
 /// Runs `f`, turning a panic inside tch/libtorch into an error so the thread keeps serving.
@@ -120,8 +160,14 @@ fn load_and_warm_up(shared: &Shared) -> Result<CModule, String> {
     let warm = guarded(|| Ok(warmup_inputs(&shared.config)))
         .map_err(|e| format!("{path}: building warm-up inputs failed: {}", first_line(&e)))?;
     for _ in 0..shared.config.warmup.runs {
-        guarded(|| forward(shared, &module, &warm))
-            .map_err(|e| format!("{path}: warm-up failed: {}", first_line(&e)))?;
+        guarded(|| {
+            let args = warm
+                .iter()
+                .map(|t| t.to_tensor(shared.device).map(IValue::Tensor))
+                .collect::<Result<Vec<_>, _>>()?;
+            run_module(shared, &module, args)
+        })
+        .map_err(|e| format!("{path}: warm-up failed: {}", first_line(&e)))?;
     }
     Ok(module)
 }
@@ -142,16 +188,13 @@ fn warmup_inputs(config: &ModelConfig) -> Vec<TensorData> {
                 .iter()
                 .map(|&d| if d < 0 { rows } else { d as u64 })
                 .collect();
+            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
             let n = protocol::element_count(&shape).unwrap_or(0);
             let kind = super::tensor::kind_of(spec.datatype).unwrap_or(Kind::Float);
             let t = match config.warmup.data {
-                WarmupData::Zeros => Tensor::zeros(
-                    shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
-                    (kind, Device::Cpu),
-                ),
+                WarmupData::Zeros => Tensor::zeros(dims, (kind, Device::Cpu)),
                 WarmupData::Random => {
                     tch::manual_seed(0);
-                    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
                     if matches!(
                         kind,
                         Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double
@@ -162,13 +205,12 @@ fn warmup_inputs(config: &ModelConfig) -> Vec<TensorData> {
                     }
                 }
             };
-            let size = spec.datatype.size().unwrap_or(0);
-            let mut bytes = vec![0u8; n * size];
+            let mut bytes = vec![0u8; n * spec.datatype.size().unwrap_or(0)];
             t.copy_data_u8(&mut bytes, n);
             TensorData {
                 datatype: spec.datatype,
                 shape,
-                bytes,
+                bytes: bytes.into(),
             }
         })
         .collect()
@@ -177,23 +219,48 @@ fn warmup_inputs(config: &ModelConfig) -> Vec<TensorData> {
 /// Seconds spent building inputs, in forward, and copying outputs back.
 type Phases = [f64; 3];
 
-/// One forward pass under no-grad, timed by phase; outputs are checked against the config and copied
-/// to the host.
+/// One forward pass over the requests of a batch, timed by phase.
 fn forward(
     shared: &Shared,
     module: &CModule,
-    inputs: &[TensorData],
+    requests: &[Pending],
 ) -> Result<(Vec<TensorData>, Phases), RuntimeError> {
-    let _no_grad = tch::no_grad_guard();
     let t0 = Instant::now();
-    let args = inputs
-        .iter()
-        .map(|t| t.to_tensor(shared.device).map(IValue::Tensor))
+    let args = (0..shared.config.inputs.len())
+        .map(|j| {
+            let parts: Vec<&TensorData> = requests.iter().map(|p| &p.inputs[j]).collect();
+            batch_tensor(&parts, shared.device).map(IValue::Tensor)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let t1 = Instant::now();
+    let (outputs, copy_back) = run_module_timed(shared, module, args)?;
+    let t3 = Instant::now();
+    let phases = [
+        (t1 - t0).as_secs_f64(),
+        (t3 - t1).as_secs_f64() - copy_back,
+        copy_back,
+    ];
+    Ok((outputs, phases))
+}
+
+fn run_module(
+    shared: &Shared,
+    module: &CModule,
+    args: Vec<IValue>,
+) -> Result<Vec<TensorData>, RuntimeError> {
+    run_module_timed(shared, module, args).map(|(outputs, _)| outputs)
+}
+
+/// Forward under no-grad; outputs checked against the config and copied to the host. Also returns
+/// the seconds spent copying outputs back.
+fn run_module_timed(
+    shared: &Shared,
+    module: &CModule,
+    args: Vec<IValue>,
+) -> Result<(Vec<TensorData>, f64), RuntimeError> {
+    let _no_grad = tch::no_grad_guard();
     let out = module.forward_is(&args)?;
     let tensors = flatten(out)?;
-    let t2 = Instant::now();
     let config = &shared.config;
     if tensors.len() != config.outputs.len() {
         return Err(RuntimeError::OutputMismatch(format!(
@@ -202,6 +269,7 @@ fn forward(
             config.outputs.len()
         )));
     }
+    let t = Instant::now();
     let outputs = tensors
         .iter()
         .zip(&config.outputs)
@@ -222,9 +290,7 @@ fn forward(
             Ok(data)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let t3 = Instant::now();
-    let phases = [t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64());
-    Ok((outputs, phases))
+    Ok((outputs, t.elapsed().as_secs_f64()))
 }
 
 /// A module may return one tensor, or a tuple/list of them (multi-output models).

@@ -198,3 +198,154 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     }
     0.0
 }
+
+/// The real `server` binary, started as `cargo run -p server` would (no LD_LIBRARY_PATH), on port 0.
+pub struct Process {
+    pub child: std::process::Child,
+    pub base: String,
+    log: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Process {
+    pub fn spawn(args: &[&str]) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--port", "0", "--log-format", "json", "--device", "cpu"])
+            .args(args)
+            .env_remove("LD_LIBRARY_PATH")
+            .env("RUST_LOG", "info,torchship::access=off")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+            if v["fields"]["message"] == "torchship server listening" {
+                break v["fields"]["addr"].as_str().unwrap().to_string();
+            }
+        };
+        // Keep reading so the child never blocks on a full pipe; the lines are there for asserts.
+        let log = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        Process {
+            child,
+            base: format!("http://{addr}"),
+            log: Some(log),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls readiness (as a kubelet does) until 200, bounded.
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(self.url("/v2/health/ready")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server never became ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Resident set size of the server process, in bytes (Linux).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Waits for the exit (bounded) and returns its status and the log lines.
+    pub fn wait(mut self, limit: std::time::Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = self.log.take().unwrap().join().unwrap();
+                return (status, log);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not exit within {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In-process libtorch with the module loaded once.
+pub struct Reference(tch::CModule);
+
+impl Reference {
+    pub fn load(model: &str) -> Reference {
+        let mut m = tch::CModule::load(models_dir().join(model).join("1/model.pt")).unwrap();
+        m.set_eval();
+        Reference(m)
+    }
+
+    /// Runs `rows` as one batch.
+    pub fn run(&self, rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let _g = tch::no_grad_guard();
+        let width = rows[0].len() as i64;
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let x = tch::Tensor::from_slice(&flat).reshape([rows.len() as i64, width]);
+        let y = self.0.forward_ts(&[x]).unwrap();
+        let cols = y.size()[1] as usize;
+        let out: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
+        out.chunks(cols).map(|c| c.to_vec()).collect()
+    }
+}
+
+/// Deterministic pseudo-random rows in [-1, 1).
+pub fn rows(n: usize, width: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            (0..width)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        })
+        .collect()
+}
