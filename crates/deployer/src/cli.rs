@@ -1,0 +1,172 @@
+//! Command-line interface: clap derive, every flag with help and an env var.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+use crate::manifests::{Profile, RenderOptions};
+
+/// Roll torchship out to the current kube context and explain what blocks the rollout.
+#[derive(Debug, Parser)]
+#[command(name = "deployer", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// Subcommands; none means `apply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Preflight, server-side apply of every object, then wait for the rollout (the default).
+    Apply,
+    /// Print the final YAML (for GitOps); needs no cluster.
+    Render,
+    /// Server-side dry run against what is live; exit 0 (no changes), 1 (changes), >1 (error).
+    Diff,
+    /// Show the HPA (like `kubectl describe hpa`), the pods and the nodes they run on.
+    Status,
+    /// Remove the objects, the node taint and the node label.
+    Delete,
+}
+
+/// `--dry-run`: as kubectl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// Print what would be applied; contact no cluster.
+    Client,
+    /// Send every request with dryRun=All: the API server validates, nothing is stored.
+    Server,
+}
+
+/// Options shared by every subcommand.
+#[derive(Clone, Debug, ClapArgs)]
+pub struct Options {
+    /// Namespace to deploy into.
+    #[arg(
+        long,
+        global = true,
+        env = "TORCHSHIP_NAMESPACE",
+        default_value = "torchship"
+    )]
+    pub namespace: String,
+
+    /// Server image reference (default: the one in k8s/base/deployment.yaml).
+    #[arg(long, global = true, env = "TORCHSHIP_IMAGE")]
+    pub image: Option<String>,
+
+    /// cpu, or gpu: nvidia.com/gpu limits, the GPU toleration and node selector, --device cuda.
+    #[arg(long, global = true, env = "TORCHSHIP_PROFILE", value_enum, default_value_t = Profile::Cpu)]
+    pub profile: Profile,
+
+    /// Pin the pods to this node: label it role=pytorch, taint it role=pytorch:NoSchedule, and
+    /// give the pods the matching node affinity, nodeSelector and toleration.
+    #[arg(long, global = true, env = "TORCHSHIP_NODE")]
+    pub node: Option<String>,
+
+    /// Also scale on the server's queue depth (needs prometheus-adapter; see k8s/overlays/custom-metrics).
+    #[arg(long, global = true, env = "TORCHSHIP_CUSTOM_METRICS")]
+    pub custom_metrics: bool,
+
+    /// HPA minimum replicas (default 3, from k8s/base/hpa.yaml).
+    #[arg(long, global = true, env = "TORCHSHIP_MIN_REPLICAS")]
+    pub min_replicas: Option<i32>,
+
+    /// HPA maximum replicas (default 10).
+    #[arg(long, global = true, env = "TORCHSHIP_MAX_REPLICAS")]
+    pub max_replicas: Option<i32>,
+
+    /// HPA target CPU utilisation, percent of the CPU request (default 70).
+    #[arg(long, global = true, env = "TORCHSHIP_CPU_TARGET")]
+    pub cpu_target: Option<i32>,
+
+    /// GPUs per pod with --profile gpu.
+    #[arg(
+        long,
+        global = true,
+        env = "TORCHSHIP_GPUS_PER_POD",
+        default_value_t = 1
+    )]
+    pub gpus_per_pod: u32,
+
+    /// Kube context to use (default: the current context).
+    #[arg(long, global = true, env = "TORCHSHIP_KUBE_CONTEXT")]
+    pub context: Option<String>,
+
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, env = "TORCHSHIP_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How long `apply` waits for the rollout (e.g. 5m, 90s).
+    #[arg(long, global = true, env = "TORCHSHIP_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// client: print what would be applied; server: let the API server validate without storing.
+    #[arg(long, global = true, env = "TORCHSHIP_DRY_RUN", value_enum)]
+    pub dry_run: Option<DryRun>,
+
+    /// Take over fields another field manager owns (server-side apply `force`).
+    #[arg(long, global = true, env = "TORCHSHIP_FORCE_CONFLICTS")]
+    pub force_conflicts: bool,
+}
+
+impl Options {
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions {
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+            profile: self.profile,
+            pinned: self.node.is_some(),
+            custom_metrics: self.custom_metrics,
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            cpu_target: self.cpu_target,
+            gpus_per_pod: self.gpus_per_pod,
+        }
+    }
+}
+
+/// Parses `90s`, `5m`, `1h`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 90s or 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("'{s}' needs a unit: ms, s, m or h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_apply_and_node_means_pinned() {
+        let a = Args::parse_from(["deployer", "--node", "worker-1", "--profile", "gpu"]);
+        assert!(a.command.is_none());
+        let r = a.options.render_options();
+        assert!(r.pinned && r.profile == Profile::Gpu);
+        assert_eq!(a.options.timeout, Duration::from_secs(300));
+        let a = Args::parse_from([
+            "deployer",
+            "render",
+            "--dry-run",
+            "server",
+            "--timeout",
+            "90s",
+        ]);
+        assert_eq!(a.command, Some(Command::Render));
+        assert_eq!(a.options.dry_run, Some(DryRun::Server));
+        assert_eq!(a.options.timeout, Duration::from_secs(90));
+        assert!(parse_duration("5 minutes").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! The YAML in k8s/ and what the deployer renders can never drift apart: real `kubectl kustomize`
+//! (v1.33, kustomize v5, installed by scripts/setup.sh) against `deployer render`, as parsed objects;
+//! and every manifest and render variant through `kubernetes-validate --strict` for Kubernetes 1.33
+//! and 1.37 (the newest it knows).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use deployer::manifests::{Bundle, Profile, RenderOptions};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tool(path: &str) -> PathBuf {
+    let p = root().join(path);
+    assert!(p.exists(), "{} missing: run scripts/setup.sh", p.display());
+    p
+}
+
+/// Objects keyed by kind/namespace/name.
+fn by_key(docs: Vec<Value>) -> BTreeMap<String, Value> {
+    docs.into_iter()
+        .map(|d| {
+            let key = format!(
+                "{}/{}/{}",
+                d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]
+            );
+            (key, d)
+        })
+        .collect()
+}
+
+fn kustomize(dir: &str) -> BTreeMap<String, Value> {
+    let out = Command::new(tool(".tools/kubectl"))
+        .args(["kustomize", dir])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    by_key(serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap())
+}
+
+fn variants() -> Vec<(&'static str, RenderOptions)> {
+    vec![
+        ("k8s/base", RenderOptions::default()),
+        (
+            "k8s/overlays/pinned",
+            RenderOptions {
+                pinned: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "k8s/overlays/gpu",
+            RenderOptions {
+                profile: Profile::Gpu,
+                ..Default::default()
+            },
+        ),
+        (
+            "k8s/overlays/custom-metrics",
+            RenderOptions {
+                custom_metrics: true,
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
+#[test]
+fn kubectl_kustomize_equals_deployer_render_for_every_overlay() {
+    for (dir, options) in variants() {
+        let want = kustomize(dir);
+        // Through the YAML text, as a GitOps pipeline would read `deployer render`.
+        let yaml = Bundle::render(&options).unwrap().to_yaml();
+        let got = by_key(serde_saphyr::from_multiple(&yaml).unwrap());
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{dir}: objects"
+        );
+        for (key, w) in &want {
+            assert_eq!(
+                &got[key], w,
+                "{dir}: {key} differs between kubectl kustomize and deployer render"
+            );
+        }
+    }
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml") {
+            out.push(p);
+        }
+    }
+}
+
+/// Files whose kinds have no Kubernetes schema (they are not cluster objects).
+const NOT_OBJECTS: &[&str] = &["kustomization.yaml", "kind-cluster.yaml"];
+
+fn validate(files: &[PathBuf]) {
+    for version in ["1.33.0", "1.37.0"] {
+        let out = Command::new(tool(".venv/bin/kubernetes-validate"))
+            .args(["--strict", "--quiet", "-k", version])
+            .args(files)
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {version}:\n{log}"
+        );
+        for line in log.lines().filter(|l| l.contains("Couldn't find schema")) {
+            assert!(
+                NOT_OBJECTS.iter().any(|n| line.contains(n)),
+                "an object with no schema: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_manifest_passes_strict_schema_validation() {
+    let mut files = Vec::new();
+    yaml_files(&root().join("k8s"), &mut files);
+    assert!(files.len() >= 12, "{files:?}");
+    validate(&files);
+}
+
+#[test]
+fn every_render_variant_passes_strict_schema_validation() {
+    let dir = std::env::temp_dir().join(format!("torchship-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    let mut all = variants();
+    all.push((
+        "everything",
+        RenderOptions {
+            profile: Profile::Gpu,
+            pinned: true,
+            custom_metrics: true,
+            namespace: "ml-serving".into(),
+            image: Some("registry.example/torchship/server:0.1.0".into()),
+            min_replicas: Some(2),
+            max_replicas: Some(20),
+            cpu_target: Some(60),
+            gpus_per_pod: 2,
+        },
+    ));
+    for (i, (_, options)) in all.iter().enumerate() {
+        let path = dir.join(format!("render-{i}.yaml"));
+        std::fs::write(&path, Bundle::render(options).unwrap().to_yaml()).unwrap();
+        files.push(path);
+    }
+    validate(&files);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
