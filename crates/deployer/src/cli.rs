@@ -103,6 +103,10 @@ pub struct Options {
     #[arg(long, global = true, env = "TORCHSHIP_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// How often `apply` checks the rollout.
+    #[arg(long, global = true, env = "TORCHSHIP_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
     /// client: print what would be applied; server: let the API server validate without storing.
     #[arg(long, global = true, env = "TORCHSHIP_DRY_RUN", value_enum)]
     pub dry_run: Option<DryRun>,

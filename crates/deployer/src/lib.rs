@@ -5,44 +5,76 @@
 //! - [`cli`]: flags (each with an env var) and subcommands.
 //! - [`manifests`]: `k8s/base/` embedded and parsed into typed objects; the overlays as typed
 //!   transforms; `render`.
+//! - [`cluster`]: the client, server-side apply, the node label and taint (read-modify-write).
+//! - [`preflight`]: checks before applying.
+//! - [`rollout`]: waiting with kubectl's rules, and the diagnosis of stuck pods.
+//! - [`commands`]: `status`, `diff`, `delete`.
+//! - [`error`]: every failure as one actionable paragraph.
 
 pub mod cli;
+pub mod cluster;
+pub mod commands;
+pub mod error;
 pub mod manifests;
+pub mod preflight;
+pub mod rollout;
+
+use std::io::Write;
 
 pub use cli::{Args, Command, DryRun, Options};
+pub use error::DeployError;
 
-/// Why the deployer stopped (each with a plain-words message; `main` exits non-zero).
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    /// The manifests or options are wrong.
-    #[error(transparent)]
-    Manifest(#[from] manifests::ManifestError),
-    /// The command exists in the interface but has not been built yet.
-    #[error("'deployer {0}' is not implemented yet (tracked by the deployer issue); 'deployer render' is")]
-    NotImplemented(&'static str),
-}
-
-impl DeployError {
-    /// Stable label for logs and scripts.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            DeployError::Manifest(_) => "invalid_manifest",
-            DeployError::NotImplemented(_) => "not_implemented",
-        }
+/// Exit code of a successful run: 0, or 1 when `diff` found changes (as `kubectl diff`).
+pub async fn run(args: Args, out: &mut impl Write) -> Result<u8, DeployError> {
+    let opts = args.options;
+    let bundle = manifests::Bundle::render(&opts.render_options())?;
+    let command = args.command.unwrap_or(Command::Apply);
+    if command == Command::Render
+        || (command == Command::Apply && opts.dry_run == Some(DryRun::Client))
+    {
+        let _ = out.write_all(bundle.to_yaml().as_bytes());
+        return Ok(0);
     }
-}
-
-/// Runs one subcommand, writing its report to `out`.
-pub async fn run(args: Args, out: &mut impl std::io::Write) -> Result<(), DeployError> {
-    let bundle = manifests::Bundle::render(&args.options.render_options())?;
-    match args.command.unwrap_or(Command::Apply) {
-        Command::Render => {
-            let _ = out.write_all(bundle.to_yaml().as_bytes());
-            Ok(())
+    let cluster = cluster::Cluster::connect(&opts).await?;
+    let server_dry_run = opts.dry_run == Some(DryRun::Server);
+    match command {
+        Command::Render => unreachable!("handled above"),
+        Command::Apply => {
+            preflight::run(&cluster, &bundle, &opts, out).await?;
+            let mut changed = cluster::apply_bundle(&cluster, &bundle, &opts, out).await?;
+            if let Some(node) = &opts.node {
+                changed +=
+                    cluster::set_node(&cluster, node, true, server_dry_run, out).await? as usize;
+            }
+            if server_dry_run {
+                let _ = writeln!(out, "server dry run: nothing was stored");
+                return Ok(0);
+            }
+            let name = bundle.deployment.metadata.name.clone().unwrap_or_default();
+            rollout::wait(
+                &cluster,
+                &opts.namespace,
+                &name,
+                opts.timeout,
+                opts.poll_interval,
+                out,
+            )
+            .await?;
+            if changed == 0 {
+                let _ = writeln!(out, "no changes: everything was already as rendered");
+            }
+            Ok(0)
         }
-        Command::Apply => Err(DeployError::NotImplemented("apply")),
-        Command::Diff => Err(DeployError::NotImplemented("diff")),
-        Command::Status => Err(DeployError::NotImplemented("status")),
-        Command::Delete => Err(DeployError::NotImplemented("delete")),
+        Command::Diff => Ok(commands::diff(&cluster, &bundle, &opts, out).await? as u8),
+        Command::Status => commands::status(&cluster, &bundle, &opts, out)
+            .await
+            .map(|_| 0),
+        Command::Delete => {
+            commands::delete(&cluster, &bundle, &opts, server_dry_run, out).await?;
+            if let Some(node) = &opts.node {
+                cluster::set_node(&cluster, node, false, server_dry_run, out).await?;
+            }
+            Ok(0)
+        }
     }
 }

@@ -4,7 +4,7 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let args = deployer::Args::parse();
     match deployer::run(args, &mut std::io::stdout()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::from(2)

@@ -1,0 +1,339 @@
+//! `status`, `diff` and `delete`.
+
+use std::io::Write;
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::Options;
+use crate::cluster::{Cluster, FIELD_MANAGER};
+use crate::error::DeployError;
+use crate::manifests::Bundle;
+
+/// What `kubectl describe hpa` shows, then the pods and their nodes.
+pub async fn status(
+    cluster: &Cluster,
+    bundle: &Bundle,
+    opts: &Options,
+    out: &mut impl Write,
+) -> Result<(), DeployError> {
+    let ns = &opts.namespace;
+    let name = bundle.hpa.name_any();
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(cluster.client.clone(), ns);
+    let hpa = hpas
+        .get(&name)
+        .await
+        .map_err(|e| cluster.explain(e, &format!("read HPA {name}")))?;
+    let spec = hpa.spec.clone().unwrap_or_default();
+    let st = hpa.status.clone().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "HorizontalPodAutoscaler {ns}/{name} -> Deployment/{}",
+        spec.scale_target_ref.name
+    );
+    for m in spec.metrics.iter().flatten() {
+        if let Some(r) = &m.resource {
+            let current = st
+                .current_metrics
+                .iter()
+                .flatten()
+                .find_map(|c| c.resource.as_ref().filter(|cr| cr.name == r.name))
+                .and_then(|cr| cr.current.average_utilization)
+                .map(|u| format!("{u}%"))
+                .unwrap_or_else(|| "<unknown>".into());
+            let target = r
+                .target
+                .average_utilization
+                .map(|u| format!("{u}%"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  resource {} on pods (as a percentage of request): {current} / {target}",
+                r.name
+            );
+        }
+        if let Some(p) = &m.pods {
+            let target = p
+                .target
+                .average_value
+                .as_ref()
+                .map(|q| q.0.clone())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  pods metric {}: target average {target}",
+                p.metric.name
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  min replicas {}, max replicas {}; current {}, desired {}",
+        spec.min_replicas.unwrap_or(1),
+        spec.max_replicas,
+        st.current_replicas.unwrap_or(0),
+        st.desired_replicas
+    );
+    for c in st.conditions.iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  condition {} = {} ({}): {}",
+            c.type_,
+            c.status,
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        );
+    }
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+    let evs = events
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.name={name},involvedObject.kind=HorizontalPodAutoscaler"
+        )))
+        .await
+        .map_err(|e| cluster.explain(e, "list the HPA's events"))?;
+    for e in evs.items.iter().rev().take(5) {
+        let _ = writeln!(
+            out,
+            "  event {}: {}",
+            e.reason.clone().unwrap_or_default(),
+            e.message.clone().unwrap_or_default()
+        );
+    }
+    let selector = "app.kubernetes.io/name=torchship-server";
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| cluster.explain(e, "list pods"))?;
+    let _ = writeln!(out, "pods:");
+    for p in &list.items {
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let ready = p
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_else(|| "<unscheduled>".into());
+        let _ = writeln!(
+            out,
+            "  {} {phase}{} on {node}",
+            p.name_any(),
+            if ready { " ready" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Fields the server owns that say nothing about the desired state.
+fn normalise(mut v: Value) -> Value {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "uid",
+            "creationTimestamp",
+        ] {
+            m.remove(k);
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    v
+}
+
+async fn diff_one<K>(
+    cluster: &Cluster,
+    api: Api<K>,
+    obj: &K,
+    out: &mut impl Write,
+) -> Result<bool, DeployError>
+where
+    K: Resource + Clone + std::fmt::Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let name = obj.name_any();
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| cluster.explain(e, &format!("read {kind} {name}")))?;
+    let Some(live) = live else {
+        let _ = writeln!(out, "+ {kind}/{name} would be created");
+        return Ok(true);
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).dry_run();
+    let merged = api
+        .patch(&name, &params, &Patch::Apply(obj))
+        .await
+        .map_err(|e| cluster.explain(e, &format!("dry-run apply {kind} {name}")))?;
+    let (before, after) = (
+        normalise(serde_json::to_value(&live).unwrap_or_default()),
+        normalise(serde_json::to_value(&merged).unwrap_or_default()),
+    );
+    if before == after {
+        return Ok(false);
+    }
+    let _ = writeln!(out, "~ {kind}/{name} would change:");
+    let (b, a) = (
+        serde_saphyr::to_string(&before).unwrap_or_default(),
+        serde_saphyr::to_string(&after).unwrap_or_default(),
+    );
+    let (bl, al): (Vec<&str>, Vec<&str>) = (b.lines().collect(), a.lines().collect());
+    for l in bl.iter().filter(|l| !al.contains(l)) {
+        let _ = writeln!(out, "  - {l}");
+    }
+    for l in al.iter().filter(|l| !bl.contains(l)) {
+        let _ = writeln!(out, "  + {l}");
+    }
+    Ok(true)
+}
+
+/// Server-side dry run against what is live; true if anything would change.
+pub async fn diff(
+    cluster: &Cluster,
+    bundle: &Bundle,
+    opts: &Options,
+    out: &mut impl Write,
+) -> Result<bool, DeployError> {
+    let c = cluster.client.clone();
+    let ns = opts.namespace.as_str();
+    let mut changed = diff_one(cluster, Api::all(c.clone()), &bundle.namespace, out).await?;
+    changed |= diff_one(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.service_account,
+        out,
+    )
+    .await?;
+    changed |= diff_one(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.deployment,
+        out,
+    )
+    .await?;
+    changed |= diff_one(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.service,
+        out,
+    )
+    .await?;
+    changed |= diff_one(cluster, Api::namespaced(c.clone(), ns), &bundle.hpa, out).await?;
+    changed |= diff_one(cluster, Api::namespaced(c.clone(), ns), &bundle.pdb, out).await?;
+    changed |= diff_one(cluster, Api::namespaced(c, ns), &bundle.network_policy, out).await?;
+    if !changed {
+        let _ = writeln!(out, "no changes");
+    }
+    Ok(changed)
+}
+
+async fn delete_one<K>(
+    cluster: &Cluster,
+    api: Api<K>,
+    name: &str,
+    dry_run: bool,
+    out: &mut impl Write,
+) -> Result<(), DeployError>
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let params = DeleteParams {
+        dry_run,
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => {
+            let _ = writeln!(out, "{kind}/{name} deleted");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let _ = writeln!(out, "{kind}/{name} already gone");
+            Ok(())
+        }
+        Err(e) => Err(cluster.explain(e, &format!("delete {kind} {name}"))),
+    }
+}
+
+/// Deletes in reverse dependency order; the namespace last.
+pub async fn delete(
+    cluster: &Cluster,
+    bundle: &Bundle,
+    opts: &Options,
+    dry_run: bool,
+    out: &mut impl Write,
+) -> Result<(), DeployError> {
+    use k8s_openapi::api::{
+        apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler as Hpa, core::v1 as core,
+        networking::v1::NetworkPolicy, policy::v1::PodDisruptionBudget,
+    };
+    let c = cluster.client.clone();
+    let ns = opts.namespace.as_str();
+    delete_one::<NetworkPolicy>(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.network_policy.name_any(),
+        dry_run,
+        out,
+    )
+    .await?;
+    delete_one::<PodDisruptionBudget>(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.pdb.name_any(),
+        dry_run,
+        out,
+    )
+    .await?;
+    delete_one::<Hpa>(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.hpa.name_any(),
+        dry_run,
+        out,
+    )
+    .await?;
+    delete_one::<core::Service>(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.service.name_any(),
+        dry_run,
+        out,
+    )
+    .await?;
+    delete_one::<Deployment>(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.deployment.name_any(),
+        dry_run,
+        out,
+    )
+    .await?;
+    delete_one::<core::ServiceAccount>(
+        cluster,
+        Api::namespaced(c.clone(), ns),
+        &bundle.service_account.name_any(),
+        dry_run,
+        out,
+    )
+    .await?;
+    delete_one::<core::Namespace>(cluster, Api::all(c), ns, dry_run, out).await?;
+    Ok(())
+}

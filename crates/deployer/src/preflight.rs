@@ -1,0 +1,154 @@
+//! Before applying: is the cluster reachable (and which version), will the HPA get CPU metrics, does
+//! the target node exist, are there enough GPUs and a device plugin, does every container request
+//! CPU. Problems that would stop the rollout fail it; the rest are warnings.
+
+use std::io::Write;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::api::{Api, ListParams};
+
+use crate::cli::Options;
+use crate::cluster::Cluster;
+use crate::error::DeployError;
+use crate::manifests::{Bundle, Profile, GPU_NODE_LABEL, GPU_RESOURCE};
+
+/// Runs every check, printing one line each; fails with all blocking problems at once.
+pub async fn run(
+    cluster: &Cluster,
+    bundle: &Bundle,
+    opts: &Options,
+    out: &mut impl Write,
+) -> Result<(), DeployError> {
+    let mut problems = Vec::new();
+    let version = cluster
+        .client
+        .apiserver_version()
+        .await
+        .map_err(|e| cluster.explain(e, "read the server version"))?;
+    let _ = writeln!(
+        out,
+        "preflight: cluster {} at {}",
+        version.git_version, cluster.server
+    );
+
+    let apiservices: Api<APIService> = Api::all(cluster.client.clone());
+    let metrics = apiservices
+        .get_opt("v1beta1.metrics.k8s.io")
+        .await
+        .map_err(|e| cluster.explain(e, "read APIService v1beta1.metrics.k8s.io"))?;
+    let available = metrics
+        .as_ref()
+        .and_then(|a| a.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        });
+    if available {
+        let _ = writeln!(
+            out,
+            "preflight: metrics.k8s.io is served (the HPA will see CPU use)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "preflight: WARNING metrics.k8s.io is {}: the HPA will show <unknown> targets and never scale. Install metrics-server (its Helm chart or release manifest; on kind, add --kubelet-insecure-tls to its args)",
+            if metrics.is_some() { "registered but not available" } else { "not served" }
+        );
+    }
+
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    if let Some(name) = &opts.node {
+        match nodes
+            .get_opt(name)
+            .await
+            .map_err(|e| cluster.explain(e, &format!("read node {name}")))?
+        {
+            Some(_) => {
+                let _ = writeln!(out, "preflight: node {name} exists");
+            }
+            None => problems.push(format!(
+                "node '{name}' does not exist (kubectl get nodes lists them)"
+            )),
+        }
+    }
+
+    if opts.profile == Profile::Gpu {
+        let selector = format!("{}={}", GPU_NODE_LABEL.0, GPU_NODE_LABEL.1);
+        let gpu_nodes = nodes
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| cluster.explain(e, "list GPU nodes"))?;
+        let pinned = opts.node.as_deref();
+        let total: i64 = gpu_nodes
+            .items
+            .iter()
+            .filter(|n| pinned.is_none_or(|p| n.metadata.name.as_deref() == Some(p)))
+            .filter_map(|n| {
+                n.status
+                    .as_ref()?
+                    .allocatable
+                    .as_ref()?
+                    .get(GPU_RESOURCE)?
+                    .0
+                    .parse::<i64>()
+                    .ok()
+            })
+            .sum();
+        let min = bundle
+            .hpa
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_replicas)
+            .unwrap_or(1) as i64;
+        let need = min * opts.gpus_per_pod as i64;
+        if total < need {
+            let fit = total / opts.gpus_per_pod.max(1) as i64;
+            problems.push(format!(
+                "{total} {GPU_RESOURCE} allocatable on nodes labelled {selector}{}, but minReplicas {min} x {} per pod needs {need}: {} pod(s) would stay Pending",
+                pinned.map(|p| format!(" (only node {p})")).unwrap_or_default(),
+                opts.gpus_per_pod,
+                min - fit
+            ));
+        } else {
+            let _ = writeln!(out, "preflight: {total} GPUs allocatable for {need} needed");
+        }
+        let daemonsets: Api<DaemonSet> = Api::all(cluster.client.clone());
+        let plugin = daemonsets
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| cluster.explain(e, "list daemonsets"))?
+            .items
+            .into_iter()
+            .any(|d| {
+                d.metadata
+                    .name
+                    .is_some_and(|n| n.contains("nvidia-device-plugin"))
+            });
+        if !plugin {
+            problems.push("no NVIDIA device plugin DaemonSet found: nodes will not advertise nvidia.com/gpu. Install it (the NVIDIA GPU Operator or the k8s-device-plugin DaemonSet)".into());
+        }
+    }
+
+    for c in bundle
+        .pod_spec()
+        .map(|p| p.containers.as_slice())
+        .unwrap_or_default()
+    {
+        let cpu = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .is_some_and(|r| r.contains_key("cpu"));
+        if !cpu {
+            problems.push(format!("container {} has no CPU request: the HPA computes utilisation against requests and would show <unknown>", c.name));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DeployError::Preflight(problems))
+    }
+}
