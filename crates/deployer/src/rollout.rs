@@ -78,7 +78,11 @@ pub async fn wait(
 ) -> Result<(), DeployError> {
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
     let deadline = tokio::time::Instant::now() + timeout;
+    // Stuck without progress for this long: say why once, while still waiting.
+    let patience = (timeout / 3).max(Duration::from_secs(20));
     let mut last = String::new();
+    let mut since = tokio::time::Instant::now();
+    let mut explained = false;
     loop {
         let d = api
             .get(name)
@@ -100,6 +104,18 @@ pub async fn wait(
                 if line != last {
                     let _ = writeln!(out, "waiting for rollout: {line}");
                     last = line;
+                    since = tokio::time::Instant::now();
+                } else if !explained
+                    && since.elapsed() >= patience
+                    && tokio::time::Instant::now() + poll < deadline
+                {
+                    let _ = writeln!(
+                        out,
+                        "no progress for {}s; still waiting. {}",
+                        patience.as_secs(),
+                        diagnose(cluster, ns, &d).await?
+                    );
+                    explained = true;
                 }
             }
         }

@@ -467,3 +467,57 @@ async fn status_shows_what_describe_hpa_shows_and_where_pods_run() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cluster_invalid_object_and_missing_node_are_explained() {
+    // A kubeconfig pointing at a port nobody listens on.
+    let standin = StandIn::start(vec![]).await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = std::fs::read_to_string(&standin.kubeconfig)
+        .unwrap()
+        .replace(&standin.url, &format!("http://127.0.0.1:{port}"));
+    let dead = standin.kubeconfig.with_file_name("dead-kubeconfig");
+    std::fs::write(&dead, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .arg("--kubeconfig")
+        .arg(&dead)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains(&format!(
+            "cannot reach the Kubernetes API server at http://127.0.0.1:{port}"
+        )) && err.contains("kubectl cluster-info"),
+        "{err}"
+    );
+    standin.finish();
+
+    let options = RenderOptions::default();
+    let objs = objects(&options);
+    let mut script = preflight();
+    script.push(Expect::get(&objs[0].0).respond(404, not_found("namespace")));
+    let mut invalid = status(422, "Invalid", "Namespace \"torchship\" is invalid");
+    invalid["details"] = json!({"name": "torchship", "kind": "Namespace", "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: \"x\": a lowercase RFC 1123 label", "field": "metadata.labels"}]});
+    script.push(Expect::apply(&objs[0].0, MANAGER).respond(422, invalid));
+    let standin = StandIn::start(script).await;
+    let (code, _, err) = deployer(&standin, &["apply"]).await;
+    standin.finish();
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("rejected the object while trying to apply Namespace torchship (422 Invalid)"),
+        "{err}"
+    );
+    assert!(err.contains("- metadata.labels: Invalid value"), "{err}");
+
+    let mut script = preflight();
+    script.push(Expect::get("/api/v1/nodes/nope").respond(404, not_found("node nope")));
+    let standin = StandIn::start(script).await;
+    let (code, _, err) = deployer(&standin, &["apply", "--node", "nope"]).await;
+    standin.finish();
+    assert_eq!(code, 2);
+    assert!(err.contains("node 'nope' does not exist"), "{err}");
+}
