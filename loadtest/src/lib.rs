@@ -1,100 +1,108 @@
-//! torchship load tester: drives an inference server (open or closed loop), watches the HPA while it
-//! runs, and reports latency, throughput and replicas on one time axis.
+//! torchship load tester: drives an inference server in open loop (requests on schedule; latency
+//! measured from each request's intended send time, so a stalled server cannot hide behind a stalled
+//! client) or closed loop, with bounded memory at any rate, and reports a summary, a per-second
+//! series and pass/fail thresholds.
 //!
-//! This is the walking skeleton: the command-line interface below is the one scripts and docs rely on;
-//! the load engine lands with the load-tester issue, and until then `run` says so plainly.
+//! Map of the crate:
+//! - [`cli`]: the flags (names fixed by the interface scripts rely on).
+//! - [`payload`]: request bodies generated from the model's v2 metadata.
+//! - [`engine`]: open and closed loop sending.
+//! - [`stats`]: HdrHistograms and the per-second series.
+//! - [`report`]: text and JSON reports, thresholds.
+//!
+//! Still to come (the load-tester issue): stages and scenario files, the live view, the HPA watch,
+//! the HTML report, the in-cluster Job.
 
-use std::time::Duration;
+pub mod cli;
+pub mod engine;
+pub mod payload;
+pub mod report;
+pub mod stats;
 
-use clap::{Parser, ValueEnum};
+use std::future::Future;
 
-/// Which endpoint and encoding to drive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Api {
-    V2,
-    V2Binary,
-    Predict,
-}
+pub use cli::{Api, Args};
+pub use report::Report;
 
-/// Parses `10s`, `2m`, `500ms`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 10s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("'{s}' has an unknown unit (use ms, s, m, h)")),
-    }
-}
-
-/// Drive a torchship (or any KServe v2) server and report what it did.
-#[derive(Debug, Parser)]
-#[command(name = "loadtest", version, about)]
-pub struct Args {
-    /// Base URL of the server.
-    #[arg(long, env = "LOADTEST_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Model to drive.
-    #[arg(long, env = "LOADTEST_MODEL", default_value = "digits")]
-    pub model: String,
-    /// Open loop: requests per second.
-    #[arg(long, env = "LOADTEST_RATE", conflicts_with = "concurrency")]
-    pub rate: Option<f64>,
-    /// Closed loop: concurrent clients.
-    #[arg(long, env = "LOADTEST_CONCURRENCY")]
-    pub concurrency: Option<usize>,
-    /// How long to run (e.g. 10s, 2m).
-    #[arg(long, env = "LOADTEST_DURATION", value_parser = parse_duration, default_value = "10s")]
-    pub duration: Duration,
-    /// Stop after this many requests.
-    #[arg(long, env = "LOADTEST_REQUESTS")]
-    pub requests: Option<u64>,
-    /// Endpoint and encoding.
-    #[arg(long, env = "LOADTEST_API", value_enum, default_value_t = Api::V2)]
-    pub api: Api,
-    /// Write the JSON report here.
-    #[arg(long, env = "LOADTEST_JSON")]
-    pub json: Option<std::path::PathBuf>,
-    /// Write the HTML report here.
-    #[arg(long, env = "LOADTEST_HTML")]
-    pub html: Option<std::path::PathBuf>,
-}
-
-/// Why the load test stopped.
+/// Why the load test could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The load engine has not been built yet.
-    #[error("the load engine is not implemented yet (tracked by the load-tester issue)")]
-    NotImplemented,
+    /// Neither --rate nor --concurrency, or nonsense values.
+    #[error("{0}")]
+    Usage(String),
+    /// The model's metadata could not be read.
+    #[error("cannot read the metadata of model '{model}' at {url}: {reason}")]
+    Metadata {
+        model: String,
+        url: String,
+        reason: String,
+    },
+    /// No payload can be generated for the model.
+    #[error("cannot generate a request: {0}")]
+    Payload(String),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(String),
 }
 
-pub fn run(_args: Args) -> Result<(), LoadError> {
-    Err(LoadError::NotImplemented)
+impl LoadError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::Usage(_) => "usage",
+            LoadError::Metadata { .. } => "metadata",
+            LoadError::Payload(_) => "payload",
+            LoadError::Client(_) => "client",
+        }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3 weeks").is_err());
+/// Reads the model's metadata, runs the load until done or `stop` resolves, and returns the report.
+pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, LoadError> {
+    match (args.rate, args.concurrency) {
+        (Some(r), _) if !(r > 0.0 && r.is_finite()) => {
+            return Err(LoadError::Usage(format!(
+                "--rate {r} must be a positive number"
+            )))
+        }
+        (None, None) => {
+            return Err(LoadError::Usage(
+                "give --rate R (open loop) or --concurrency N (closed loop)".into(),
+            ))
+        }
+        _ => {}
     }
-
-    #[test]
-    fn rate_and_concurrency_exclude_each_other() {
-        assert!(Args::try_parse_from(["loadtest", "--rate", "5", "--concurrency", "2"]).is_err());
-        let a = Args::try_parse_from(["loadtest", "--rate", "300", "--duration", "10s"]).unwrap();
-        assert_eq!(a.rate, Some(300.0));
+    let mut builder = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections.max(args.concurrency.unwrap_or(0)));
+    if args.h2c {
+        builder = builder.http2_prior_knowledge();
     }
+    let client = builder
+        .build()
+        .map_err(|e| LoadError::Client(e.to_string()))?;
+    let meta_url = format!(
+        "{}/v2/models/{}",
+        args.url.trim_end_matches('/'),
+        args.model
+    );
+    let metadata_error = |reason: String| LoadError::Metadata {
+        model: args.model.clone(),
+        url: meta_url.clone(),
+        reason,
+    };
+    let response = client
+        .get(&meta_url)
+        .send()
+        .await
+        .map_err(|e| metadata_error(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(metadata_error(format!("HTTP {}", response.status())));
+    }
+    let meta: protocol::ModelMetadata = response
+        .json()
+        .await
+        .map_err(|e| metadata_error(e.to_string()))?;
+    let payload = payload::build(&meta, args.api, &mut payload::Rng::new(args.seed))?;
+    let start = tokio::time::Instant::now();
+    let collector = engine::run(args, client, payload, stop).await;
+    Ok(Report::new(args, collector, start))
 }

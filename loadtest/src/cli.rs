@@ -1,0 +1,144 @@
+//! Command-line interface (names fixed by the issue: scripts and docs rely on them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Which endpoint and encoding to drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Api {
+    /// KServe v2 infer with JSON data.
+    V2,
+    /// KServe v2 infer with the binary tensor extension (inputs and outputs).
+    V2Binary,
+    /// torchship's simple `POST /predict`.
+    Predict,
+}
+
+/// How open-loop requests are spread in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arrivals {
+    /// Exactly 1/rate apart.
+    Even,
+    /// Exponential gaps (a Poisson process), seeded.
+    Poisson,
+}
+
+/// Parses `10s`, `2m`, `500ms`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 10s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("'{s}' has an unknown unit (use ms, s, m, h)")),
+    }
+}
+
+/// Drive a torchship (or any KServe v2) server and report what it did.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "loadtest", version, about)]
+pub struct Args {
+    /// Base URL of the server.
+    #[arg(long, env = "LOADTEST_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Model to drive (its v2 metadata shapes the generated payload).
+    #[arg(long, env = "LOADTEST_MODEL", default_value = "digits")]
+    pub model: String,
+    /// Open loop: requests per second, sent on schedule whatever the server does.
+    #[arg(long, env = "LOADTEST_RATE", conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Closed loop: this many clients, each sending its next request when the last one answered.
+    #[arg(long, env = "LOADTEST_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Open-loop arrivals: even or poisson.
+    #[arg(long, env = "LOADTEST_ARRIVALS", value_enum, default_value_t = Arrivals::Even)]
+    pub arrivals: Arrivals,
+    /// How long to send (e.g. 10s, 2m).
+    #[arg(long, env = "LOADTEST_DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Stop after this many requests (whichever of this and --duration comes first).
+    #[arg(long, env = "LOADTEST_REQUESTS")]
+    pub requests: Option<u64>,
+    /// Open loop: most requests in flight at once (connections). A request that finds them all
+    /// busy is sent late, and its latency still counts from when it should have been sent.
+    #[arg(long, env = "LOADTEST_CONNECTIONS", default_value_t = 256)]
+    pub connections: usize,
+    /// Endpoint and encoding.
+    #[arg(long, env = "LOADTEST_API", value_enum, default_value_t = Api::V2)]
+    pub api: Api,
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge) instead of HTTP/1.1.
+    #[arg(long, env = "LOADTEST_H2C")]
+    pub h2c: bool,
+    /// Per-request timeout; a request that takes longer counts as a `timeout` error.
+    #[arg(long, env = "LOADTEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+    /// Seed for generated payloads and Poisson arrivals.
+    #[arg(long, env = "LOADTEST_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Write the JSON report (summary + per-second series) here.
+    #[arg(long, env = "LOADTEST_JSON")]
+    pub json: Option<PathBuf>,
+    /// Fail (exit 1) if the corrected p99 latency exceeds this (e.g. 50ms).
+    #[arg(long, env = "LOADTEST_MAX_P99", value_parser = parse_duration)]
+    pub max_p99: Option<Duration>,
+    /// Fail (exit 1) if more than this fraction of requests failed (e.g. 0.01).
+    #[arg(long, env = "LOADTEST_MAX_ERROR_RATE")]
+    pub max_error_rate: Option<f64>,
+    /// Fail (exit 1) if fewer requests per second were answered successfully.
+    #[arg(long, env = "LOADTEST_MIN_RPS")]
+    pub min_rps: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn the_documented_interface_parses() {
+        let a = Args::try_parse_from([
+            "loadtest",
+            "--url",
+            "http://127.0.0.1:8080",
+            "--model",
+            "digits",
+            "--rate",
+            "300",
+            "--duration",
+            "10s",
+            "--json",
+            "r.json",
+        ])
+        .unwrap();
+        assert_eq!(a.rate, Some(300.0));
+        assert!(Args::try_parse_from(["loadtest", "--rate", "5", "--concurrency", "2"]).is_err());
+        let a = Args::try_parse_from([
+            "loadtest",
+            "--api",
+            "v2-binary",
+            "--max-p99",
+            "50ms",
+            "--min-rps",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(a.api, Api::V2Binary);
+        assert_eq!(a.max_p99, Some(Duration::from_millis(50)));
+    }
+}

@@ -1,0 +1,194 @@
+//! Sending: open loop (requests on schedule, latency from the schedule) or closed loop (N clients,
+//! each waiting for its answer). Results flow over a channel to one collector.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+
+use crate::cli::{Args, Arrivals};
+use crate::payload::{Payload, Rng};
+use crate::stats::{Class, Collector, Outcome};
+
+/// A request counts as sent late when it leaves this much after its intended time.
+const LATE: Duration = Duration::from_millis(1);
+
+async fn send(client: &reqwest::Client, url: &str, p: &Payload, timeout: Duration) -> Class {
+    let mut req = client
+        .post(url)
+        .header("content-type", p.content_type)
+        .timeout(timeout)
+        .body(p.body.clone());
+    if let Some(n) = p.header_length {
+        req = req.header("inference-header-content-length", n);
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status();
+            match r.bytes().await {
+                Ok(_) if status.is_success() => Class::Ok,
+                Ok(_) => Class::Status(status.as_u16()),
+                Err(e) if e.is_timeout() => Class::Timeout,
+                Err(_) => Class::Transport,
+            }
+        }
+        Err(e) if e.is_timeout() => Class::Timeout,
+        Err(_) => Class::Transport,
+    }
+}
+
+/// Runs the load until the duration or request count is reached, or `stop` resolves; waits for the
+/// requests in flight; returns the collector.
+pub async fn run(
+    args: &Args,
+    client: reqwest::Client,
+    payload: Payload,
+    stop: impl std::future::Future<Output = ()>,
+) -> Collector {
+    let start = Instant::now();
+    let (tx, mut rx) = mpsc::channel::<Outcome>(65_536);
+    let collector = tokio::spawn(async move {
+        let mut c = Collector::new(start);
+        while let Some(o) = rx.recv().await {
+            c.record(o);
+        }
+        c
+    });
+    let url = format!("{}{}", args.url.trim_end_matches('/'), payload.path);
+    let (payload, url) = (Arc::new(payload), Arc::new(url));
+    let end = start + args.duration;
+    let limit = args.requests.unwrap_or(u64::MAX);
+    let late = Arc::new(AtomicU64::new(0));
+    tokio::pin!(stop);
+    match (args.rate, args.concurrency) {
+        (Some(rate), _) => {
+            // The schedule runs on its own OS thread: std's sleep is precise to tens of µs, tokio's
+            // timer only to 1 ms, which would make most requests late and inflate corrected latency.
+            let (due_tx, mut due) = mpsc::unbounded_channel::<Instant>();
+            let halt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let scheduler = {
+                let (halt, arrivals, seed) = (halt.clone(), args.arrivals, args.seed);
+                let std_start = std::time::Instant::now() - start.elapsed();
+                std::thread::Builder::new()
+                    .name("loadtest-schedule".into())
+                    .spawn(move || {
+                        let mut rng = Rng::new(seed);
+                        let (mut i, mut offset) = (0u64, 0f64);
+                        while i < limit && !halt.load(Ordering::Relaxed) {
+                            let at = Duration::from_secs_f64(offset);
+                            if start + at >= end {
+                                break;
+                            }
+                            if let Some(wait) =
+                                (std_start + at).checked_duration_since(std::time::Instant::now())
+                            {
+                                std::thread::sleep(wait);
+                            }
+                            if due_tx.send(start + at).is_err() {
+                                break;
+                            }
+                            i += 1;
+                            offset = match arrivals {
+                                Arrivals::Even => i as f64 / rate,
+                                Arrivals::Poisson => offset - (1.0 - rng.unit()).ln() / rate,
+                            };
+                        }
+                    })
+                    .expect("spawn the scheduler thread")
+            };
+            let permits = Arc::new(Semaphore::new(args.connections.max(1)));
+            loop {
+                let intended = tokio::select! {
+                    next = due.recv() => match next { Some(t) => t, None => break },
+                    () = &mut stop => break,
+                };
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore open"),
+                    () = &mut stop => break,
+                };
+                let sent = Instant::now();
+                if sent > intended + LATE {
+                    late.fetch_add(1, Ordering::Relaxed);
+                }
+                let (client, url, payload, tx, timeout) = (
+                    client.clone(),
+                    url.clone(),
+                    payload.clone(),
+                    tx.clone(),
+                    args.timeout,
+                );
+                tokio::spawn(async move {
+                    let class = send(&client, &url, &payload, timeout).await;
+                    drop(permit);
+                    let _ = tx
+                        .send(Outcome {
+                            intended,
+                            sent,
+                            done: Instant::now(),
+                            class,
+                        })
+                        .await;
+                });
+            }
+            halt.store(true, Ordering::Relaxed);
+            drop(due);
+            let _ = tokio::task::spawn_blocking(move || scheduler.join()).await;
+            // Wait for everything in flight.
+            let _ = permits.acquire_many(args.connections.max(1) as u32).await;
+        }
+        (None, concurrency) => {
+            let issued = Arc::new(AtomicU64::new(0));
+            let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut workers = Vec::new();
+            for _ in 0..concurrency.unwrap_or(1).max(1) {
+                let (client, url, payload, tx, issued, stopped, timeout) = (
+                    client.clone(),
+                    url.clone(),
+                    payload.clone(),
+                    tx.clone(),
+                    issued.clone(),
+                    stopped.clone(),
+                    args.timeout,
+                );
+                workers.push(tokio::spawn(async move {
+                    while !stopped.load(Ordering::Relaxed)
+                        && Instant::now() < end
+                        && issued.fetch_add(1, Ordering::AcqRel) < limit
+                    {
+                        let sent = Instant::now();
+                        let class = send(&client, &url, &payload, timeout).await;
+                        let _ = tx
+                            .send(Outcome {
+                                intended: sent,
+                                sent,
+                                done: Instant::now(),
+                                class,
+                            })
+                            .await;
+                    }
+                }));
+            }
+            let all = futures_join(workers);
+            tokio::pin!(all);
+            tokio::select! {
+                _ = &mut all => {}
+                () = &mut stop => {
+                    stopped.store(true, Ordering::Relaxed);
+                    all.await;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let mut c = collector.await.expect("collector task");
+    c.late = late.load(Ordering::Relaxed);
+    c
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}

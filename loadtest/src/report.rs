@@ -1,0 +1,153 @@
+//! The report: a text summary for people, JSON for programs, and the pass/fail thresholds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::cli::Args;
+use crate::stats::{Collector, Percentiles, Second};
+
+/// Latency percentiles, corrected (from the intended send time) and uncorrected (from the actual send).
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub corrected: Percentiles,
+    pub uncorrected: Percentiles,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub url: String,
+    pub model: String,
+    pub mode: String,
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub error_rate: f64,
+    pub duration_s: f64,
+    pub offered_rps: f64,
+    pub achieved_rps: f64,
+    /// Open loop: requests that left more than 1 ms after their intended time.
+    pub late: u64,
+    pub latency_ms: Latency,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub summary: Summary,
+    pub series: Vec<Second>,
+}
+
+impl Report {
+    pub fn new(args: &Args, mut c: Collector, start: tokio::time::Instant) -> Report {
+        let (corrected, uncorrected) = c.finish();
+        let ok = c.classes.get("ok").copied().unwrap_or(0);
+        let requests: u64 = c.classes.values().sum();
+        let errors: BTreeMap<String, u64> = c
+            .classes
+            .iter()
+            .filter(|(k, _)| *k != "ok")
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let duration_s = (c.last_done - start).as_secs_f64().max(1e-9);
+        let window = args.duration.as_secs_f64().min(duration_s).max(1e-9);
+        let mode = match (args.rate, args.concurrency) {
+            (Some(r), _) => format!(
+                "open loop, {r} req/s ({:?} arrivals), {} connections",
+                args.arrivals, args.connections
+            ),
+            (None, c) => format!("closed loop, {} clients", c.unwrap_or(1)),
+        };
+        Report {
+            summary: Summary {
+                url: args.url.clone(),
+                model: args.model.clone(),
+                mode,
+                requests,
+                ok,
+                error_rate: if requests == 0 {
+                    0.0
+                } else {
+                    (requests - ok) as f64 / requests as f64
+                },
+                errors,
+                duration_s,
+                offered_rps: requests as f64 / window,
+                achieved_rps: ok as f64 / duration_s,
+                late: c.late,
+                latency_ms: Latency {
+                    corrected,
+                    uncorrected,
+                },
+            },
+            series: c.series,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let s = &self.summary;
+        let mut out = String::new();
+        let _ = writeln!(out, "{} -> {} (model {})", s.mode, s.url, s.model);
+        let _ = writeln!(
+            out,
+            "requests {}  ok {}  errors {:.2}% {:?}  late {}",
+            s.requests,
+            s.ok,
+            100.0 * s.error_rate,
+            s.errors,
+            s.late
+        );
+        let _ = writeln!(
+            out,
+            "duration {:.2} s  offered {:.1} req/s  achieved {:.1} req/s",
+            s.duration_s, s.offered_rps, s.achieved_rps
+        );
+        let _ = writeln!(
+            out,
+            "latency ms       p50      p90      p95      p99    p99.9      max"
+        );
+        for (name, p) in [
+            ("corrected", &s.latency_ms.corrected),
+            ("uncorrected", &s.latency_ms.uncorrected),
+        ] {
+            let _ = writeln!(
+                out,
+                "  {name:<12} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                p.p50, p.p90, p.p95, p.p99, p.p999, p.max
+            );
+        }
+        out
+    }
+
+    /// The thresholds that failed, in words (empty: pass).
+    pub fn check(&self, args: &Args) -> Vec<String> {
+        let s = &self.summary;
+        let mut failed = Vec::new();
+        if let Some(max) = args.max_p99 {
+            let max_ms = max.as_secs_f64() * 1e3;
+            if s.latency_ms.corrected.p99 > max_ms {
+                failed.push(format!(
+                    "p99 latency {:.2} ms is above --max-p99 {max_ms} ms",
+                    s.latency_ms.corrected.p99
+                ));
+            }
+        }
+        if let Some(max) = args.max_error_rate {
+            if s.error_rate > max {
+                failed.push(format!(
+                    "error rate {:.4} is above --max-error-rate {max}",
+                    s.error_rate
+                ));
+            }
+        }
+        if let Some(min) = args.min_rps {
+            if s.achieved_rps < min {
+                failed.push(format!(
+                    "achieved {:.1} req/s is below --min-rps {min}",
+                    s.achieved_rps
+                ));
+            }
+        }
+        failed
+    }
+}

@@ -1,0 +1,165 @@
+//! The load tester against a real HTTP server on loopback (a small v2 endpoint written here, so the
+//! numbers measure the load tester, not a model).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use clap::Parser;
+use serde_json::json;
+
+/// Serves v2 metadata for model `m` and answers infer at once, except that request number
+/// `stall_at` (if any) holds a lock for `stall` while every other request waits on it.
+async fn server(stall_at: Option<u64>, stall: Duration) -> (String, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let c = count.clone();
+    let app = Router::new()
+        .route("/v2/models/m", get(|| async {
+            axum::Json(json!({"name": "m", "versions": ["1"], "platform": "pytorch_torchscript",
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}))
+        }))
+        .route("/v2/models/m/infer", post(move |body: axum::body::Bytes| {
+            let (c, gate, stalled) = (c.clone(), gate.clone(), stalled.clone());
+            async move {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                let _g = gate.lock().await;
+                if Some(n) == stall_at && !stalled.swap(true, Ordering::SeqCst) {
+                    tokio::time::sleep(stall).await;
+                }
+                assert!(!body.is_empty());
+                axum::Json(json!({"model_name": "m", "outputs": [{"name": "y", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}))
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, count)
+}
+
+fn args(url: &str, extra: &[&str]) -> loadtest::Args {
+    let mut v = vec!["loadtest", "--url", url, "--model", "m"];
+    v.extend_from_slice(extra);
+    loadtest::Args::parse_from(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_at_500_per_second_for_10_seconds_is_accurate() {
+    let (url, count) = server(None, Duration::ZERO).await;
+    let dir = std::env::temp_dir().join(format!("loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_path = dir.join("r.json");
+    let a = args(
+        &url,
+        &[
+            "--rate",
+            "500",
+            "--duration",
+            "10s",
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+    );
+    let report = loadtest::run(&a, std::future::pending()).await.unwrap();
+    let s = &report.summary;
+    println!("{}", report.text());
+    assert_eq!(s.requests, 5000, "request count must be exact");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        5000,
+        "the server saw exactly as many"
+    );
+    assert_eq!(s.ok, 5000);
+    let err = (s.achieved_rps - 500.0).abs() / 500.0;
+    assert!(
+        err < 0.02,
+        "achieved {} req/s, {:.2}% off",
+        s.achieved_rps,
+        err * 100.0
+    );
+    // The per-second series: ten full seconds of 500 offered.
+    assert!(report.series.len() >= 10);
+    assert!(
+        report.series[..10].iter().all(|r| r.offered == 500),
+        "{:?}",
+        report.series
+    );
+    // The JSON report as the CLI writes it, with the documented key.
+    std::fs::write(&json_path, serde_json::to_vec(&report).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert!((v["summary"]["achieved_rps"].as_f64().unwrap() - 500.0).abs() < 10.0);
+    assert!(report
+        .check(&args(
+            &url,
+            &["--rate", "500", "--min-rps", "490", "--max-error-rate", "0"]
+        ))
+        .is_empty());
+    assert_eq!(
+        report
+            .check(&args(&url, &["--rate", "500", "--min-rps", "1000"]))
+            .len(),
+        1
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_stall_shows_in_corrected_latency_only() {
+    // One connection: while the stalled request holds it, the next ones cannot be sent on time —
+    // the classic coordinated omission. Their latency must count from when they should have left.
+    let (url, _) = server(Some(100), Duration::from_secs(1)).await;
+    let a = args(
+        &url,
+        &["--rate", "100", "--duration", "5s", "--connections", "1"],
+    );
+    let report = loadtest::run(&a, std::future::pending()).await.unwrap();
+    let s = &report.summary;
+    println!("{}", report.text());
+    assert_eq!(s.requests, 500);
+    let (c, u) = (&s.latency_ms.corrected, &s.latency_ms.uncorrected);
+    assert!(
+        c.p99 >= 500.0,
+        "corrected p99 {} ms should reflect the 1 s stall",
+        c.p99
+    );
+    assert!(
+        u.p99 < 100.0,
+        "uncorrected p99 {} ms should not (only one request saw it)",
+        u.p99
+    );
+    assert!(
+        c.max >= 1000.0 && u.max >= 1000.0,
+        "the stalled request itself took 1 s: {c:?} {u:?}"
+    );
+    assert!(
+        s.late >= 90,
+        "about 100 requests were sent late, counted {}",
+        s.late
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_bounded_by_request_count() {
+    let (url, count) = server(None, Duration::ZERO).await;
+    let a = args(
+        &url,
+        &[
+            "--concurrency",
+            "8",
+            "--requests",
+            "800",
+            "--duration",
+            "60s",
+            "--api",
+            "v2-binary",
+        ],
+    );
+    let report = loadtest::run(&a, std::future::pending()).await.unwrap();
+    assert_eq!(report.summary.requests, 800);
+    assert_eq!(count.load(Ordering::SeqCst), 800);
+    assert_eq!(report.summary.late, 0);
+}
