@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::read_body;
-use super::v2::deadline;
+use super::v2::{deadline, observed};
 use crate::error::ApiError;
 use crate::inference::check_shape;
 use crate::runtime::{Model, TensorData};
@@ -92,18 +92,7 @@ pub async fn predict(State(state): State<AppState>, body: Body) -> Result<Respon
     let request: PredictRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let model = state.lookup(&request.model, request.version.as_deref())?;
-    let started = std::time::Instant::now();
-    let result = predict_on(&state, &model, &request.inputs).await;
-    let outcome = result
-        .as_ref()
-        .map(|_| "success")
-        .unwrap_or_else(|e| e.kind());
-    state.metrics().request(&model.name, model.version, outcome);
-    model
-        .metrics
-        .request_duration
-        .observe(started.elapsed().as_secs_f64());
-    result
+    observed(&state, &model, predict_on(&state, &model, &request.inputs)).await
 }
 
 async fn predict_on(state: &AppState, model: &Model, inputs: &Value) -> Result<Response, ApiError> {

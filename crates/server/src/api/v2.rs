@@ -105,8 +105,18 @@ pub async fn infer(
     body: Body,
 ) -> Result<Response, ApiError> {
     let model = state.lookup(&path.model, path.version.as_deref())?;
+    observed(&state, &model, infer_on(&state, &model, &headers, body)).await
+}
+
+/// Runs one inference request of `model`, counting its outcome (`success` or the error kind) and
+/// its duration in the model's metrics.
+pub async fn observed(
+    state: &AppState,
+    model: &Model,
+    request: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let result = infer_on(&state, &model, &headers, body).await;
+    let result = request.await;
     let outcome = result
         .as_ref()
         .map(|_| "success")
