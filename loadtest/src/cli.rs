@@ -55,6 +55,14 @@ pub struct Args {
     /// Open loop: requests per second, sent on schedule whatever the server does.
     #[arg(long, env = "LOADTEST_RATE", conflicts_with = "concurrency")]
     pub rate: Option<f64>,
+    /// Open loop with ramps: DURATION:RATE stages, each ramping linearly from the previous rate
+    /// (from 0 at the start) to its own, e.g. 30s:10,2m:200,30s:0. Replaces --rate and --duration.
+    #[arg(long, env = "LOADTEST_STAGES", value_parser = crate::schedule::parse_stages_arg, conflicts_with_all = ["rate", "concurrency"])]
+    pub stages: Option<crate::schedule::Stages>,
+    /// A scenario file (loadtest/scenarios/*.toml) giving the load's shape: rate or stages or
+    /// concurrency, duration, arrivals. Its values replace those flags.
+    #[arg(long, env = "LOADTEST_SCENARIO")]
+    pub scenario: Option<PathBuf>,
     /// Closed loop: this many clients, each sending its next request when the last one answered.
     #[arg(long, env = "LOADTEST_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -95,6 +103,67 @@ pub struct Args {
     /// Fail (exit 1) if fewer requests per second were answered successfully.
     #[arg(long, env = "LOADTEST_MIN_RPS")]
     pub min_rps: Option<f64>,
+}
+
+/// A scenario file: the shape of a load, named and kept in the repository.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// What the scenario is for (shown in the report's mode line).
+    #[serde(default)]
+    pub description: String,
+    pub rate: Option<f64>,
+    pub stages: Option<String>,
+    pub concurrency: Option<usize>,
+    pub duration: Option<String>,
+    pub arrivals: Option<String>,
+}
+
+impl Args {
+    /// Applies `--scenario`, if any: its values replace the load-shape flags.
+    pub fn with_scenario(mut self) -> Result<Args, String> {
+        let Some(path) = self.scenario.clone() else {
+            return Ok(self);
+        };
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sc: Scenario = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let shapes = [
+            sc.rate.is_some(),
+            sc.stages.is_some(),
+            sc.concurrency.is_some(),
+        ];
+        if shapes.iter().filter(|x| **x).count() != 1 {
+            return Err(format!(
+                "{}: give exactly one of rate, stages, concurrency",
+                path.display()
+            ));
+        }
+        self.rate = sc.rate;
+        self.concurrency = sc.concurrency;
+        self.stages = sc
+            .stages
+            .as_deref()
+            .map(crate::schedule::parse_stages_arg)
+            .transpose()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(d) = &sc.duration {
+            self.duration = parse_duration(d).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if let Some(a) = &sc.arrivals {
+            self.arrivals = Arrivals::from_str(a, true)
+                .map_err(|e| format!("{}: arrivals: {e}", path.display()))?;
+        }
+        Ok(self)
+    }
+
+    /// How long the load is planned to run.
+    pub fn planned(&self) -> Duration {
+        match &self.stages {
+            Some(stages) => stages.0.iter().map(|s| s.duration).sum(),
+            None => self.duration,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -140,5 +209,28 @@ mod tests {
         .unwrap();
         assert_eq!(a.api, Api::V2Binary);
         assert_eq!(a.max_p99, Some(Duration::from_millis(50)));
+        let a = Args::try_parse_from(["loadtest", "--stages", "30s:10,2m:200,30s:0"]).unwrap();
+        assert_eq!(a.planned(), Duration::from_secs(180));
+        assert!(Args::try_parse_from(["loadtest", "--stages", "30s:10", "--rate", "5"]).is_err());
+    }
+
+    #[test]
+    fn every_shipped_scenario_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let a = Args::parse_from(["loadtest", "--scenario", path.to_str().unwrap()])
+                .with_scenario()
+                .unwrap();
+            assert!(
+                a.rate.is_some() || a.stages.is_some() || a.concurrency.is_some(),
+                "{}",
+                path.display()
+            );
+            names.push(path.file_stem().unwrap().to_string_lossy().to_string());
+        }
+        names.sort();
+        assert_eq!(names, ["ramp-to-scale", "soak", "spike", "steady"]);
     }
 }

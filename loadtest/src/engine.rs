@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::cli::{Args, Arrivals};
 use crate::payload::{Payload, Rng};
+use crate::schedule::Schedule;
 use crate::stats::{Class, Collector, Outcome};
 
 /// A request counts as sent late when it leaves this much after its intended time.
@@ -62,12 +63,17 @@ pub async fn run(
     let limit = args.requests.unwrap_or(u64::MAX);
     let late = Arc::new(AtomicU64::new(0));
     tokio::pin!(stop);
-    match (args.rate, args.concurrency) {
+    let open_rate = args.rate.or(args.stages.as_ref().map(|_| 0.0));
+    match (open_rate, args.concurrency) {
         (Some(rate), _) => {
             // The schedule runs on its own OS thread: std's sleep is precise to tens of µs, tokio's
             // timer only to 1 ms, which would make most requests late and inflate corrected latency.
             let (due_tx, mut due) = mpsc::unbounded_channel::<Instant>();
             let halt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut schedule = match &args.stages {
+                Some(stages) => Schedule::ramps(0.0, &stages.0),
+                None => Schedule::constant(rate, args.duration),
+            };
             let scheduler = {
                 let (halt, arrivals, seed) = (halt.clone(), args.arrivals, args.seed);
                 let std_start = std::time::Instant::now() - start.elapsed();
@@ -75,12 +81,10 @@ pub async fn run(
                     .name("loadtest-schedule".into())
                     .spawn(move || {
                         let mut rng = Rng::new(seed);
-                        let (mut i, mut offset) = (0u64, 0f64);
+                        // n: position on the cumulative-count axis (see schedule.rs).
+                        let (mut i, mut n) = (0u64, 0f64);
                         while i < limit && !halt.load(Ordering::Relaxed) {
-                            let at = Duration::from_secs_f64(offset);
-                            if start + at >= end {
-                                break;
-                            }
+                            let Some(at) = schedule.time_of(n) else { break };
                             if let Some(wait) =
                                 (std_start + at).checked_duration_since(std::time::Instant::now())
                             {
@@ -90,9 +94,9 @@ pub async fn run(
                                 break;
                             }
                             i += 1;
-                            offset = match arrivals {
-                                Arrivals::Even => i as f64 / rate,
-                                Arrivals::Poisson => offset - (1.0 - rng.unit()).ln() / rate,
+                            n = match arrivals {
+                                Arrivals::Even => i as f64,
+                                Arrivals::Poisson => n - (1.0 - rng.unit()).ln(),
                             };
                         }
                     })

@@ -7,16 +7,18 @@
 //! - [`cli`]: the flags (names fixed by the interface scripts rely on).
 //! - [`payload`]: request bodies generated from the model's v2 metadata.
 //! - [`engine`]: open and closed loop sending.
+//! - [`schedule`]: open-loop send times for constant rates and `--stages` ramps.
 //! - [`stats`]: HdrHistograms and the per-second series.
 //! - [`report`]: text and JSON reports, thresholds.
 //!
-//! Still to come (the load-tester issue): stages and scenario files, the live view, the HPA watch,
-//! the HTML report, the in-cluster Job.
+//! Still to come (the load-tester issue): the live view, the HPA watch, the HTML report, the
+//! in-cluster Job.
 
 pub mod cli;
 pub mod engine;
 pub mod payload;
 pub mod report;
+pub mod schedule;
 pub mod stats;
 
 use std::future::Future;
@@ -58,15 +60,15 @@ impl LoadError {
 
 /// Reads the model's metadata, runs the load until done or `stop` resolves, and returns the report.
 pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, LoadError> {
-    match (args.rate, args.concurrency) {
-        (Some(r), _) if !(r > 0.0 && r.is_finite()) => {
+    match (args.rate, args.concurrency, &args.stages) {
+        (Some(r), _, _) if !(r > 0.0 && r.is_finite()) => {
             return Err(LoadError::Usage(format!(
                 "--rate {r} must be a positive number"
             )))
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err(LoadError::Usage(
-                "give --rate R (open loop) or --concurrency N (closed loop)".into(),
+                "give --rate R or --stages (open loop), or --concurrency N (closed loop)".into(),
             ))
         }
         _ => {}

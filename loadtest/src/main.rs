@@ -3,7 +3,10 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
-    let args = loadtest::Args::parse();
+    let args = loadtest::Args::parse()
+        .with_scenario()
+        .map_err(anyhow::Error::msg)
+        .context("reading --scenario")?;
     // Ctrl-C stops sending; the requests in flight finish and the report is still written.
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -50,13 +50,22 @@ impl Report {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         let duration_s = (c.last_done - start).as_secs_f64().max(1e-9);
-        let window = args.duration.as_secs_f64().min(duration_s).max(1e-9);
-        let mode = match (args.rate, args.concurrency) {
-            (Some(r), _) => format!(
+        let window = args.planned().as_secs_f64().min(duration_s).max(1e-9);
+        let mode = match (args.rate, &args.stages, args.concurrency) {
+            (Some(r), _, _) => format!(
                 "open loop, {r} req/s ({:?} arrivals), {} connections",
                 args.arrivals, args.connections
             ),
-            (None, c) => format!("closed loop, {} clients", c.unwrap_or(1)),
+            (None, Some(st), _) => format!(
+                "open loop, stages {} ({:?} arrivals), {} connections",
+                st.0.iter()
+                    .map(|s| format!("{}s:{}", s.duration.as_secs_f64(), s.target))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                args.arrivals,
+                args.connections
+            ),
+            (None, None, c) => format!("closed loop, {} clients", c.unwrap_or(1)),
         };
         Report {
             summary: Summary {

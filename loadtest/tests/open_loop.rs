@@ -163,3 +163,28 @@ async fn closed_loop_bounded_by_request_count() {
     assert_eq!(count.load(Ordering::SeqCst), 800);
     assert_eq!(report.summary.late, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_ramp_the_offered_rate() {
+    let (url, count) = server(None, Duration::ZERO).await;
+    // 0 -> 200 req/s over 2 s (200 requests: 50 in the first second, 150 in the second), then
+    // 2 s at 200 req/s.
+    let a = args(&url, &["--stages", "2s:200,2s:200"]);
+    let report = loadtest::run(&a, std::future::pending()).await.unwrap();
+    println!("{}", report.text());
+    assert_eq!(report.summary.requests, 600);
+    assert_eq!(count.load(Ordering::SeqCst), 600);
+    let offered: Vec<u64> = report.series.iter().take(4).map(|r| r.offered).collect();
+    let want = [50, 150, 200, 200];
+    for (got, want) in offered.iter().zip(want) {
+        assert!(
+            got.abs_diff(want) <= 1,
+            "offered per second {offered:?}, want {want:?}"
+        );
+    }
+    assert!(
+        report.summary.mode.contains("stages 2s:200,2s:200"),
+        "{}",
+        report.summary.mode
+    );
+}
