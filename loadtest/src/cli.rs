@@ -94,6 +94,9 @@ pub struct Args {
     /// Write the JSON report (summary + per-second series) here.
     #[arg(long, env = "LOADTEST_JSON")]
     pub json: Option<PathBuf>,
+    /// Write the HTML report (one self-contained file: inline SVG charts, nothing fetched) here.
+    #[arg(long, env = "LOADTEST_HTML")]
+    pub html: Option<PathBuf>,
     /// Fail (exit 1) if the corrected p99 latency exceeds this (e.g. 50ms).
     #[arg(long, env = "LOADTEST_MAX_P99", value_parser = parse_duration)]
     pub max_p99: Option<Duration>,

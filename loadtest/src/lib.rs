@@ -9,13 +9,14 @@
 //! - [`engine`]: open and closed loop sending.
 //! - [`schedule`]: open-loop send times for constant rates and `--stages` ramps.
 //! - [`stats`]: HdrHistograms and the per-second series.
-//! - [`report`]: text and JSON reports, thresholds.
+//! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report.
 //!
-//! Still to come (the load-tester issue): the live view, the HPA watch, the HTML report, the
+//! Still to come (the load-tester issue): the live view, the HPA watch (and its charts), the
 //! in-cluster Job.
 
 pub mod cli;
 pub mod engine;
+pub mod html;
 pub mod payload;
 pub mod report;
 pub mod schedule;

@@ -18,6 +18,10 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         let json = serde_json::to_vec_pretty(&report).context("serialising the report")?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &args.html {
+        std::fs::write(path, loadtest::html::render(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let failed = report.check(&args);
     for f in &failed {
         eprintln!("threshold failed: {f}");
