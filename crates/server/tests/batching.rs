@@ -18,14 +18,7 @@ async fn concurrent_single_rows_are_batched_and_each_gets_its_own_answer() {
         .collect();
     let server = TestServer::demo().await;
     let http = reqwest::Client::new();
-    let before = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = common::scrape(&http, &server.base).await;
 
     let mut tasks = tokio::task::JoinSet::new();
     for (i, row) in inputs.into_iter().enumerate() {
@@ -48,14 +41,7 @@ async fn concurrent_single_rows_are_batched_and_each_gets_its_own_answer() {
     }
     assert_eq!(answered, N);
 
-    let after = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = common::scrape(&http, &server.base).await;
     let mv = [("model", "mlp"), ("version", "1")];
     let d = |name: &str| metric(&after, name, &mv) - metric(&before, name, &mv);
     let (passes, batched_rows) = (

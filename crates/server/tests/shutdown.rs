@@ -17,7 +17,7 @@ type Probe = (Instant, Option<u16>);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_load_drops_nothing() {
     let repo = fixture_with("shutdown", &["slow"]);
-    copy_dir(&common::models_dir().join("digits"), &repo.join("digits"));
+    common::copy_dir(&common::models_dir().join("digits"), &repo.join("digits"));
     let server = Process::spawn(&[
         "--model-repository",
         repo.to_str().unwrap(),
@@ -113,14 +113,7 @@ async fn sigterm_mid_load_drops_nothing() {
         .collect();
     let scrape = reqwest::Client::new();
     loop {
-        let text = scrape
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::scrape(&scrape, &server.base).await;
         let mv = [("model", "slow"), ("version", "1")];
         if metric(&text, "torchship_inflight_executions", &mv) == 1.0
             && metric(&text, "torchship_pending_requests", &mv) == 1.0
@@ -188,16 +181,4 @@ async fn sigterm_mid_load_drops_nothing() {
         "the listener closed before the shutdown delay"
     );
     assert!(log.iter().any(|l| l.contains("listener closed")), "{log:?}");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }

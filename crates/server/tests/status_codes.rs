@@ -114,14 +114,7 @@ async fn every_client_error_row() {
 async fn wait_inflight(http: &Client, server: &TestServer, model: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::scrape(http, &server.base).await;
         if metric(
             &text,
             "torchship_inflight_executions",
@@ -161,14 +154,7 @@ async fn full_queue_is_429_and_client_timeout_is_408() {
     let b = tokio::spawn(http.post(&url).json(&slow(0, Some(200_000))).send());
     let pending_deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::scrape(&http, &server.base).await;
         if metric(
             &text,
             "torchship_pending_requests",
@@ -204,14 +190,7 @@ async fn full_queue_is_429_and_client_timeout_is_408() {
         "after the overload, a valid request failed"
     );
     // B's deadline had passed when its turn came: it was dropped, never run.
-    let text = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::scrape(&http, &server.base).await;
     assert_eq!(
         metric(
             &text,

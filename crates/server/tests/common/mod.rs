@@ -76,16 +76,18 @@ pub fn heldout() -> Heldout {
 
 /// Runs `rows` through the model in-process with libtorch, as the reference.
 pub fn in_process(model: &str, rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
-    let _g = tch::no_grad_guard();
-    let mut m = tch::CModule::load(models_dir().join(model).join("1/model.pt")).unwrap();
-    m.set_eval();
-    let width = rows[0].len() as i64;
-    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    let x = tch::Tensor::from_slice(&flat).reshape([rows.len() as i64, width]);
-    let y = m.forward_ts(&[x]).unwrap();
-    let cols = y.size()[1] as usize;
-    let out: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
-    out.chunks(cols).map(|c| c.to_vec()).collect()
+    Reference::load(model).run(rows)
+}
+
+/// The server's `/metrics` text.
+pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 pub fn argmax(row: &[f32]) -> usize {
@@ -144,7 +146,7 @@ pub fn fixture_repo(tag: &str) -> PathBuf {
     copy
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
