@@ -106,6 +106,19 @@ pub struct Args {
     /// Fail (exit 1) if fewer requests per second were answered successfully.
     #[arg(long, env = "LOADTEST_MIN_RPS")]
     pub min_rps: Option<f64>,
+    /// Watch this HorizontalPodAutoscaler (and the Deployment it scales) during the run and put
+    /// every change of their status on the report's time axis.
+    #[arg(long, env = "LOADTEST_WATCH_HPA")]
+    pub watch_hpa: Option<String>,
+    /// Namespace of the watched HPA.
+    #[arg(long, env = "LOADTEST_NAMESPACE", default_value = "torchship")]
+    pub namespace: String,
+    /// Kubeconfig file for --watch-hpa (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, env = "LOADTEST_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kube context for --watch-hpa (default: the current context).
+    #[arg(long, env = "LOADTEST_KUBE_CONTEXT")]
+    pub context: Option<String>,
 }
 
 /// A scenario file: the shape of a load, named and kept in the repository.

@@ -2,63 +2,41 @@
 //! each waiting for its answer). Results flow over a channel to one collector.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use crate::cli::{Args, Arrivals};
+use crate::conn::{Conn, Target};
 use crate::payload::{Payload, Rng};
 use crate::schedule::Schedule;
-use crate::stats::{Class, Collector, Outcome};
+use crate::stats::{Collector, LiveStats, Outcome};
 
 /// A request counts as sent late when it leaves this much after its intended time.
 const LATE: Duration = Duration::from_millis(1);
-
-async fn send(client: &reqwest::Client, url: &str, p: &Payload, timeout: Duration) -> Class {
-    let mut req = client
-        .post(url)
-        .header("content-type", p.content_type)
-        .timeout(timeout)
-        .body(p.body.clone());
-    if let Some(n) = p.header_length {
-        req = req.header("inference-header-content-length", n);
-    }
-    match req.send().await {
-        Ok(r) => {
-            let status = r.status();
-            match r.bytes().await {
-                Ok(_) if status.is_success() => Class::Ok,
-                Ok(_) => Class::Status(status.as_u16()),
-                Err(e) if e.is_timeout() => Class::Timeout,
-                Err(_) => Class::Transport,
-            }
-        }
-        Err(e) if e.is_timeout() => Class::Timeout,
-        Err(_) => Class::Transport,
-    }
-}
 
 /// Runs the load until the duration or request count is reached, or `stop` resolves; waits for the
 /// requests in flight; returns the collector.
 pub async fn run(
     args: &Args,
-    client: reqwest::Client,
+    target: Target,
     payload: Payload,
+    start: Instant,
+    live: Arc<std::sync::Mutex<LiveStats>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Collector {
-    let start = Instant::now();
     let (tx, mut rx) = mpsc::channel::<Outcome>(65_536);
     let collector = tokio::spawn(async move {
         let mut c = Collector::new(start);
+        c.live = live;
         while let Some(o) = rx.recv().await {
             c.record(o);
         }
         c
     });
-    let url = format!("{}{}", args.url.trim_end_matches('/'), payload.path);
-    let (payload, url) = (Arc::new(payload), Arc::new(url));
+    let (payload, target) = (Arc::new(payload), Arc::new(target));
     let end = start + args.duration;
     let limit = args.requests.unwrap_or(u64::MAX);
     let late = Arc::new(AtomicU64::new(0));
@@ -102,7 +80,11 @@ pub async fn run(
                     })
                     .expect("spawn the scheduler thread")
             };
+            // One connection per permit: a request takes a permit, then a slot.
             let permits = Arc::new(Semaphore::new(args.connections.max(1)));
+            let slots: Arc<Mutex<Vec<Option<Conn>>>> = Arc::new(Mutex::new(
+                (0..args.connections.max(1)).map(|_| None).collect(),
+            ));
             loop {
                 let intended = tokio::select! {
                     next = due.recv() => match next { Some(t) => t, None => break },
@@ -116,15 +98,12 @@ pub async fn run(
                 if sent > intended + LATE {
                     late.fetch_add(1, Ordering::Relaxed);
                 }
-                let (client, url, payload, tx, timeout) = (
-                    client.clone(),
-                    url.clone(),
-                    payload.clone(),
-                    tx.clone(),
-                    args.timeout,
-                );
+                let (target, payload, tx, slots) =
+                    (target.clone(), payload.clone(), tx.clone(), slots.clone());
                 tokio::spawn(async move {
-                    let class = send(&client, &url, &payload, timeout).await;
+                    let mut slot = slots.lock().unwrap().pop().flatten();
+                    let class = target.send(&mut slot, &payload).await;
+                    slots.lock().unwrap().push(slot);
                     drop(permit);
                     let _ = tx
                         .send(Outcome {
@@ -147,22 +126,21 @@ pub async fn run(
             let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let mut workers = Vec::new();
             for _ in 0..concurrency.unwrap_or(1).max(1) {
-                let (client, url, payload, tx, issued, stopped, timeout) = (
-                    client.clone(),
-                    url.clone(),
+                let (target, payload, tx, issued, stopped) = (
+                    target.clone(),
                     payload.clone(),
                     tx.clone(),
                     issued.clone(),
                     stopped.clone(),
-                    args.timeout,
                 );
                 workers.push(tokio::spawn(async move {
+                    let mut slot = None;
                     while !stopped.load(Ordering::Relaxed)
                         && Instant::now() < end
                         && issued.fetch_add(1, Ordering::AcqRel) < limit
                     {
                         let sent = Instant::now();
-                        let class = send(&client, &url, &payload, timeout).await;
+                        let class = target.send(&mut slot, &payload).await;
                         let _ = tx
                             .send(Outcome {
                                 intended: sent,

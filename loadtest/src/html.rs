@@ -1,8 +1,11 @@
 //! `--html FILE`: one self-contained page (inline SVG and CSS, nothing fetched) with the run's charts:
-//! offered vs achieved requests/s and latency percentiles over time, plus the summary table.
+//! offered vs achieved requests/s and latency percentiles over time, plus the summary table; with
+//! `--watch-hpa`, replicas (current/desired/ready) and CPU utilisation against the HPA's target
+//! on the same time axis, and the timeline as a table.
 
 use std::fmt::Write as _;
 
+use crate::kube_watch::{HpaPoint, Timeline};
 use crate::report::Report;
 
 const W: f64 = 760.0;
@@ -16,16 +19,49 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A line chart of several series over the run's seconds.
-fn chart(title: &str, unit: &str, series: &[(&str, &str, Vec<f64>)]) -> String {
-    let n = series.iter().map(|s| s.2.len()).max().unwrap_or(0).max(2);
+/// One line of a chart: name, colour, (seconds, value) points.
+type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// A per-second series as points.
+fn per_second(values: Vec<f64>) -> Vec<(f64, f64)> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as f64, v))
+        .collect()
+}
+
+/// A step series (a value holds until the next change), drawn out to `t_end`.
+fn steps(points: Vec<(f64, f64)>, t_end: f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for (i, &(t, v)) in points.iter().enumerate() {
+        if i > 0 {
+            out.push((t, points[i - 1].1));
+        }
+        out.push((t, v));
+    }
+    if let Some(&(t, v)) = out.last() {
+        if t < t_end {
+            out.push((t_end, v));
+        }
+    }
+    out
+}
+
+/// A line chart of several series over the run's time (seconds from 0 to `t_end`).
+fn chart(title: &str, unit: &str, t_end: f64, series: &[Line]) -> String {
+    let t_end = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.0))
+        .fold(t_end, f64::max)
+        .max(1.0);
     let max = series
         .iter()
-        .flat_map(|s| s.2.iter().copied())
+        .flat_map(|s| s.2.iter().map(|p| p.1))
         .fold(0.0f64, f64::max)
         .max(1e-9)
         * 1.1;
-    let x = |i: usize| PAD + (W - 2.0 * PAD) * i as f64 / (n - 1) as f64;
+    let x = |t: f64| PAD + (W - 2.0 * PAD) * t / t_end;
     let y = |v: f64| H - PAD + (2.0 * PAD - H) * v / max;
     let mut svg = String::new();
     let _ = write!(
@@ -57,16 +93,14 @@ fn chart(title: &str, unit: &str, series: &[(&str, &str, Vec<f64>)]) -> String {
     );
     let _ = write!(
         svg,
-        r#"<text x="{}" y="{}" class="tick">{}s</text>"#,
+        r#"<text x="{}" y="{}" class="tick">{t_end:.0}s</text>"#,
         W - PAD - 10.0,
         H - PAD + 16.0,
-        n - 1
     );
     for (k, (name, colour, values)) in series.iter().enumerate() {
         let points: Vec<String> = values
             .iter()
-            .enumerate()
-            .map(|(i, &v)| format!("{:.1},{:.1}", x(i), y(v)))
+            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
             .collect();
         let _ = write!(
             svg,
@@ -88,11 +122,14 @@ fn chart(title: &str, unit: &str, series: &[(&str, &str, Vec<f64>)]) -> String {
 /// The whole page.
 pub fn render(report: &Report) -> String {
     let s = &report.summary;
-    let col =
-        |f: fn(&crate::stats::Second) -> f64| report.series.iter().map(f).collect::<Vec<f64>>();
+    let col = |f: fn(&crate::stats::Second) -> f64| {
+        per_second(report.series.iter().map(f).collect::<Vec<f64>>())
+    };
+    let t_end = report.series.len().saturating_sub(1) as f64;
     let rps = chart(
         "requests per second",
         "req/s",
+        t_end,
         &[
             ("offered", "#1f77b4", col(|r| r.offered as f64)),
             ("achieved", "#2ca02c", col(|r| r.achieved as f64)),
@@ -102,6 +139,7 @@ pub fn render(report: &Report) -> String {
     let latency = chart(
         "latency (corrected), per second",
         "ms",
+        t_end,
         &[
             ("p50", "#1f77b4", col(|r| r.p50)),
             ("p90", "#ff7f0e", col(|r| r.p90)),
@@ -129,6 +167,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
 <table><tr><th>latency ms</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>{rows}</table>
 {rps}
 {latency}
+{kube}
 </body></html>
 "#,
         model = escape(&s.model),
@@ -141,5 +180,97 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
         offered = s.offered_rps,
         achieved = s.achieved_rps,
         dur = s.duration_s,
+        kube = report
+            .kubernetes
+            .as_ref()
+            .map(|k| kube_section(k, t_end))
+            .unwrap_or_default(),
+    )
+}
+
+/// Replicas and CPU charts and the timeline table for `--watch-hpa`.
+fn kube_section(k: &Timeline, t_end: f64) -> String {
+    let hpa = |f: fn(&HpaPoint) -> Option<f64>| {
+        steps(
+            k.hpa_timeline
+                .iter()
+                .filter_map(|p| f(p).map(|v| (p.t, v)))
+                .collect(),
+            t_end,
+        )
+    };
+    let ready = steps(
+        k.deployment_timeline
+            .iter()
+            .map(|d| (d.t, d.ready_replicas as f64))
+            .collect(),
+        t_end,
+    );
+    let replicas = chart(
+        "replicas",
+        "pods",
+        t_end,
+        &[
+            (
+                "current",
+                "#1f77b4",
+                hpa(|p| Some(p.current_replicas as f64)),
+            ),
+            (
+                "desired",
+                "#ff7f0e",
+                hpa(|p| Some(p.desired_replicas as f64)),
+            ),
+            ("ready", "#2ca02c", ready),
+        ],
+    );
+    let cpu = chart(
+        "CPU utilisation (% of request, HPA average)",
+        "%",
+        t_end,
+        &[
+            ("current", "#d62728", hpa(|p| p.cpu_percent.map(f64::from))),
+            (
+                "target",
+                "#7f7f7f",
+                hpa(|p| p.cpu_target_percent.map(f64::from)),
+            ),
+        ],
+    );
+    let pct = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
+    let mut rows = String::new();
+    for p in &k.hpa_timeline {
+        let _ = write!(
+            rows,
+            "<tr><td>{:.1}</td><td>HPA</td><td>{}</td><td>{}</td><td></td><td>{} / {}</td><td>{}</td></tr>",
+            p.t,
+            p.current_replicas,
+            p.desired_replicas,
+            pct(p.cpu_percent),
+            pct(p.cpu_target_percent),
+            escape(p.blocked.as_deref().unwrap_or(""))
+        );
+    }
+    for d in &k.deployment_timeline {
+        let _ = write!(
+            rows,
+            "<tr><td>{:.1}</td><td>Deployment</td><td>{}</td><td></td><td>{}</td><td></td><td></td></tr>",
+            d.t, d.replicas, d.ready_replicas
+        );
+    }
+    for (t, e) in &k.errors {
+        let _ = write!(
+            rows,
+            "<tr><td>{t:.1}</td><td>error</td><td colspan=\"5\">{}</td></tr>",
+            escape(e)
+        );
+    }
+    format!(
+        r#"<h2>Kubernetes: HPA {hpa} &rarr; Deployment {dep}</h2>
+{replicas}
+{cpu}
+<table id="hpa-timeline"><tr><th>t (s)</th><th>object</th><th>replicas</th><th>desired</th><th>ready</th><th>CPU / target</th><th>note</th></tr>{rows}</table>"#,
+        hpa = escape(&k.hpa),
+        dep = escape(k.deployment.as_deref().unwrap_or("?")),
     )
 }

@@ -6,17 +6,19 @@
 //! Map of the crate:
 //! - [`cli`]: the flags (names fixed by the interface scripts rely on).
 //! - [`payload`]: request bodies generated from the model's v2 metadata.
-//! - [`engine`]: open and closed loop sending.
+//! - [`engine`]: open and closed loop sending; [`conn`] the connections it sends on.
 //! - [`schedule`]: open-loop send times for constant rates and `--stages` ramps.
 //! - [`stats`]: HdrHistograms and the per-second series.
+//! - [`kube_watch`]: `--watch-hpa`, the HPA and its Deployment on the same time axis.
+//! - [`live`]: the progress line while the load runs.
 //! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report.
-//!
-//! Still to come (the load-tester issue): the live view, the HPA watch (and its charts), the
-//! in-cluster Job.
 
 pub mod cli;
+pub mod conn;
 pub mod engine;
 pub mod html;
+pub mod kube_watch;
+pub mod live;
 pub mod payload;
 pub mod report;
 pub mod schedule;
@@ -46,6 +48,9 @@ pub enum LoadError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(String),
+    /// No Kubernetes client for --watch-hpa (kubeconfig unreadable, no context).
+    #[error("--watch-hpa: {0}")]
+    Kube(String),
 }
 
 impl LoadError {
@@ -55,6 +60,7 @@ impl LoadError {
             LoadError::Metadata { .. } => "metadata",
             LoadError::Payload(_) => "payload",
             LoadError::Client(_) => "client",
+            LoadError::Kube(_) => "kube",
         }
     }
 }
@@ -74,8 +80,8 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         }
         _ => {}
     }
-    let mut builder = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections.max(args.concurrency.unwrap_or(0)));
+    // Only for the metadata; the load goes over `conn`'s connections.
+    let mut builder = reqwest::Client::builder();
     if args.h2c {
         builder = builder.http2_prior_knowledge();
     }
@@ -105,7 +111,26 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         .await
         .map_err(|e| metadata_error(e.to_string()))?;
     let payload = payload::build(&meta, args.api, &mut payload::Rng::new(args.seed))?;
+    let kube = match &args.watch_hpa {
+        Some(_) => {
+            Some(kube_watch::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?)
+        }
+        None => None,
+    };
     let start = tokio::time::Instant::now();
-    let collector = engine::run(args, client, payload, stop).await;
-    Ok(Report::new(args, collector, start))
+    let watch = kube
+        .zip(args.watch_hpa.as_deref())
+        .map(|(client, name)| kube_watch::Watch::start(client, &args.namespace, name, start));
+    let stats = std::sync::Arc::default();
+    let view = live::LiveView::start(
+        args.planned(),
+        std::sync::Arc::clone(&stats),
+        watch.as_ref().map(|w| w.timeline.clone()),
+    );
+    let target = conn::Target::new(&args.url, &payload.path, args.h2c, args.timeout)?;
+    let collector = engine::run(args, target, payload, start, stats, stop).await;
+    view.finish();
+    let mut report = Report::new(args, collector, start);
+    report.kubernetes = watch.map(kube_watch::Watch::stop);
+    Ok(report)
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::cli::Args;
+use crate::kube_watch::Timeline;
 use crate::stats::{Collector, Percentiles, Second};
 
 /// Latency percentiles, corrected (from the intended send time) and uncorrected (from the actual send).
@@ -36,6 +37,9 @@ pub struct Summary {
 pub struct Report {
     pub summary: Summary,
     pub series: Vec<Second>,
+    /// `--watch-hpa`: the HPA and Deployment timelines, on the series' time axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Timeline>,
 }
 
 impl Report {
@@ -90,6 +94,7 @@ impl Report {
                 },
             },
             series: c.series,
+            kubernetes: None,
         }
     }
 
@@ -125,6 +130,9 @@ impl Report {
                 p.p50, p.p90, p.p95, p.p99, p.p999, p.max
             );
         }
+        if let Some(k) = &self.kubernetes {
+            out.push_str(&kube_text(k));
+        }
         out
     }
 
@@ -159,4 +167,50 @@ impl Report {
         }
         failed
     }
+}
+
+/// The HPA and Deployment timelines, merged in time order.
+fn kube_text(k: &Timeline) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "HPA {} scaling Deployment {}",
+        k.hpa,
+        k.deployment.as_deref().unwrap_or("(unknown)")
+    );
+    let _ = writeln!(out, "  {:>7}  {:<46} Deployment", "t", "HPA");
+    let mut rows: Vec<(f64, String)> = Vec::new();
+    let pct = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
+    for h in &k.hpa_timeline {
+        let mut line = format!(
+            "replicas {}/{} (min {} max {})  cpu {}/{}",
+            h.current_replicas,
+            h.desired_replicas,
+            h.min_replicas,
+            h.max_replicas,
+            pct(h.cpu_percent),
+            pct(h.cpu_target_percent)
+        );
+        if let Some(b) = &h.blocked {
+            line.push_str(&format!("  [{b}]"));
+        }
+        rows.push((h.t, line));
+    }
+    for d in &k.deployment_timeline {
+        rows.push((
+            d.t,
+            format!(
+                "{:<46} ready {}/{} updated {} available {}",
+                "", d.ready_replicas, d.replicas, d.updated_replicas, d.available_replicas
+            ),
+        ));
+    }
+    for (t, e) in &k.errors {
+        rows.push((*t, format!("! {e}")));
+    }
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (t, line) in rows {
+        let _ = writeln!(out, "  {t:>6.1}s  {line}");
+    }
+    out
 }

@@ -84,6 +84,29 @@ pub struct Second {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
+    /// The load tester's own resident memory when the second closed (MiB; 0 where unknown):
+    /// evidence that its memory stays bounded at any rate.
+    pub client_rss_mib: f64,
+}
+
+/// What the live view shows: the last full second and running totals.
+#[derive(Clone, Debug, Default)]
+pub struct LiveStats {
+    pub last: Second,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+/// This process's resident set size in MiB (Linux `/proc/self/statm`; 0 elsewhere).
+pub fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // Every Linux target this runs on uses 4 KiB pages.
+    pages * 4096.0 / (1024.0 * 1024.0)
 }
 
 pub struct Collector {
@@ -96,6 +119,8 @@ pub struct Collector {
     pub classes: BTreeMap<String, u64>,
     pub late: u64,
     pub last_done: Instant,
+    /// Shared with the live view, updated once a second.
+    pub live: std::sync::Arc<std::sync::Mutex<LiveStats>>,
 }
 
 fn histogram(sigfig: u8) -> Histogram<u64> {
@@ -114,6 +139,7 @@ impl Collector {
             classes: BTreeMap::new(),
             late: 0,
             last_done: start,
+            live: Default::default(),
         }
     }
 
@@ -133,7 +159,16 @@ impl Collector {
         let t = self.current_t;
         let row = self.second(t);
         (row.p50, row.p90, row.p99) = (p.p50, p.p90, p.p99);
+        row.client_rss_mib = rss_mib();
+        let last = row.clone();
         self.current.reset();
+        let requests = self.classes.values().sum::<u64>();
+        let errors = requests - self.classes.get("ok").copied().unwrap_or(0);
+        *self.live.lock().unwrap() = LiveStats {
+            last,
+            requests,
+            errors,
+        };
     }
 
     pub fn record(&mut self, o: Outcome) {

@@ -6,10 +6,15 @@
 //! [`TOKEN`], checked on every request). Any request that does not match the next expectation is
 //! answered 500 and recorded; [`StandIn::finish`] fails the test with every mismatch and every
 //! expectation left unmet. Nothing here pretends to be a cluster beyond what a test scripts.
+//!
+//! Watches: [`Expect::stream`] answers with a real watch stream (newline-delimited `WatchEvent`s,
+//! paced by a gap, then held open until the client goes away), and [`StandIn::start_unordered`]
+//! lets concurrent watchers' requests match their expectations in any order.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -23,6 +28,13 @@ pub const TOKEN: &str = "stand-in-token";
 
 type Check = Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
 type Answer = Box<dyn Fn(&Value) -> (u16, Value) + Send + Sync>;
+
+/// What an expectation answers.
+enum Reply {
+    Json(Answer),
+    /// A watch stream: these events, `gap` apart, then nothing until the client disconnects.
+    Stream(Vec<Value>, Duration),
+}
 
 /// How often an expectation may match.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,7 +51,7 @@ pub struct Expect {
     query: BTreeMap<String, String>,
     content_type: Option<String>,
     body: Option<Check>,
-    answer: Answer,
+    answer: Reply,
     times: Times,
 }
 
@@ -51,7 +63,7 @@ impl Expect {
             query: BTreeMap::new(),
             content_type: None,
             body: None,
-            answer: Box::new(|_| (200, json!({}))),
+            answer: Reply::Json(Box::new(|_| (200, json!({})))),
             times: Times::Once,
         }
     }
@@ -99,7 +111,7 @@ impl Expect {
     }
 
     pub fn respond(mut self, status: u16, body: Value) -> Expect {
-        self.answer = Box::new(move |_| (status, body.clone()));
+        self.answer = Reply::Json(Box::new(move |_| (status, body.clone())));
         self
     }
 
@@ -108,7 +120,14 @@ impl Expect {
         mut self,
         f: impl Fn(&Value) -> (u16, Value) + Send + Sync + 'static,
     ) -> Expect {
-        self.answer = Box::new(f);
+        self.answer = Reply::Json(Box::new(f));
+        self
+    }
+
+    /// Answers with a watch stream: each event (`{"type": "MODIFIED", "object": …}`) on its own
+    /// line, `gap` apart, then the stream stays open (as a real watch does until its timeout).
+    pub fn stream(mut self, events: Vec<Value>, gap: Duration) -> Expect {
+        self.answer = Reply::Stream(events, gap);
         self
     }
 
@@ -171,6 +190,8 @@ struct Script {
     repeats: usize,
     problems: Vec<String>,
     seen: Vec<String>,
+    /// Any-order matching: which expectations have been used.
+    unordered: Option<Vec<bool>>,
 }
 
 /// The running stand-in.
@@ -192,10 +213,26 @@ impl Drop for TempDir {
 impl StandIn {
     /// Starts serving `expected`, in order.
     pub async fn start(expected: Vec<Expect>) -> StandIn {
-        let script = Arc::new(Mutex::new(Script {
+        StandIn::serve(Script {
             expected,
             ..Default::default()
-        }));
+        })
+        .await
+    }
+
+    /// Starts serving `expected` in any order: each request takes the first unused expectation it
+    /// matches (for several watchers running at once). Each expectation is used once.
+    pub async fn start_unordered(expected: Vec<Expect>) -> StandIn {
+        StandIn::serve(Script {
+            unordered: Some(vec![false; expected.len()]),
+            expected,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn serve(script: Script) -> StandIn {
+        let script = Arc::new(Mutex::new(script));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -228,13 +265,25 @@ impl StandIn {
     pub fn finish(&self) {
         let s = self.script.lock().unwrap();
         let mut problems = s.problems.clone();
-        let done = s.next
-            + usize::from(
-                s.next < s.expected.len()
-                    && s.expected[s.next].times == Times::Repeatedly
-                    && s.repeats > 0,
-            );
-        for e in s.expected.iter().skip(done) {
+        let unmet: Vec<&Expect> = match &s.unordered {
+            Some(used) => s
+                .expected
+                .iter()
+                .zip(used)
+                .filter(|(_, used)| !**used)
+                .map(|(e, _)| e)
+                .collect(),
+            None => {
+                let done = s.next
+                    + usize::from(
+                        s.next < s.expected.len()
+                            && s.expected[s.next].times == Times::Repeatedly
+                            && s.repeats > 0,
+                    );
+                s.expected.iter().skip(done).collect()
+            }
+        };
+        for e in unmet {
             problems.push(format!("expected but never received: {}", e.describe()));
         }
         assert!(
@@ -301,6 +350,26 @@ async fn handle(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
             .push(format!("{line}: missing or wrong bearer token"));
         return reply(401, status(401, "Unauthorized", "Unauthorized"));
     }
+    if let Some(used) = &s.unordered {
+        let found = (0..s.expected.len()).find(|&i| {
+            !used[i]
+                && s.expected[i]
+                    .mismatch(&method, &path, &query, ct.as_deref(), &body)
+                    .is_none()
+        });
+        let Some(i) = found else {
+            s.problems
+                .push(format!("{line}: matches no unused expectation"));
+            return reply(
+                500,
+                status(500, "InternalError", "stand-in: unexpected request"),
+            );
+        };
+        if let Some(used) = s.unordered.as_mut() {
+            used[i] = true;
+        }
+        return answer(&s.expected[i].answer, &body);
+    }
     loop {
         let Some(e) = s.expected.get(s.next) else {
             s.problems
@@ -312,13 +381,13 @@ async fn handle(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
         };
         match e.mismatch(&method, &path, &query, ct.as_deref(), &body) {
             None => {
-                let (code, answer) = (e.answer)(&body);
+                let response = answer(&e.answer, &body);
                 if e.times == Times::Once {
                     s.next += 1;
                 } else {
                     s.repeats += 1;
                 }
-                return reply(code, answer);
+                return response;
             }
             // A satisfied repeated expectation gives way to the next one.
             Some(_) if e.times == Times::Repeatedly && s.repeats > 0 => {
@@ -374,6 +443,39 @@ fn decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn answer(a: &Reply, body: &Value) -> Response {
+    match a {
+        Reply::Json(f) => {
+            let (code, value) = f(body);
+            reply(code, value)
+        }
+        Reply::Stream(events, gap) => {
+            let (events, gap) = (events.clone(), *gap);
+            let lines = futures_util::stream::unfold(0usize, move |i| {
+                let event = events.get(i).cloned();
+                async move {
+                    match event {
+                        Some(e) => {
+                            if i > 0 {
+                                tokio::time::sleep(gap).await;
+                            }
+                            Some((Ok::<_, std::io::Error>(format!("{e}\n")), i + 1))
+                        }
+                        // Held open, as a real watch is until its timeout.
+                        None => std::future::pending().await,
+                    }
+                }
+            });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::from_stream(lines),
+            )
+                .into_response()
+        }
+    }
 }
 
 fn reply(code: u16, body: Value) -> Response {

@@ -1,0 +1,158 @@
+//! Connections: hyper's client connections driven directly, one request at a time on each (the
+//! way oha and wrk work), instead of a pooled general-purpose client. A pool lookup, per-request
+//! header maps and redirects cost more than the request itself against a fast server; with owned
+//! connections the load tester reaches wrk's rate (BENCHMARKS.md).
+//!
+//! HTTP/1.1 keep-alive, or h2c with prior knowledge. A connection that fails is dropped and the
+//! next request on its slot reconnects.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::payload::Payload;
+use crate::stats::Class;
+use crate::LoadError;
+
+/// Where requests go, and how.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `host:port` to connect to.
+    addr: String,
+    /// The request's URI (absolute path and query) and `Host`.
+    uri: hyper::Uri,
+    host: String,
+    h2c: bool,
+    timeout: Duration,
+}
+
+/// One open connection.
+pub enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Target {
+    /// `base` is the server's URL (`http://host:port`), `path` the request path.
+    pub fn new(base: &str, path: &str, h2c: bool, timeout: Duration) -> Result<Target, LoadError> {
+        let bad = |why: &str| LoadError::Usage(format!("--url {base}: {why}"));
+        let uri: hyper::Uri = base.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad(
+                "only http:// URLs are supported (plain HTTP/1.1 or h2c)",
+            ));
+        }
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let base_path = uri.path().trim_end_matches('/');
+        Ok(Target {
+            addr: format!("{}:{port}", authority.host()),
+            uri: format!("{base_path}{path}")
+                .parse()
+                .map_err(|_| bad("bad path"))?,
+            host: authority.to_string(),
+            h2c,
+            timeout,
+        })
+    }
+
+    pub async fn connect(&self) -> Result<Conn, Class> {
+        let tcp = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|_| Class::Transport)?;
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(tcp);
+        if self.h2c {
+            let (send, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|_| Class::Transport)?;
+            tokio::spawn(conn);
+            Ok(Conn::H2(send))
+        } else {
+            let (send, conn) = http1::handshake(io).await.map_err(|_| Class::Transport)?;
+            tokio::spawn(conn);
+            Ok(Conn::H1(send))
+        }
+    }
+
+    /// Sends one request on `slot` (connecting first if it is empty) and reads the whole answer.
+    /// On a transport error or timeout the connection is dropped.
+    pub async fn send(&self, slot: &mut Option<Conn>, p: &Payload) -> Class {
+        match tokio::time::timeout(self.timeout, self.exchange(slot, p)).await {
+            Ok(Ok(class)) => class,
+            Ok(Err(class)) => {
+                *slot = None;
+                class
+            }
+            Err(_) => {
+                *slot = None;
+                Class::Timeout
+            }
+        }
+    }
+
+    async fn exchange(&self, slot: &mut Option<Conn>, p: &Payload) -> Result<Class, Class> {
+        let mut req = Request::post(self.uri.clone()).header("content-type", p.content_type);
+        if let Some(n) = p.header_length {
+            req = req.header("inference-header-content-length", n);
+        }
+        if !self.h2c {
+            req = req.header("host", &self.host);
+        }
+        let req = req
+            .body(Full::new(p.body.clone()))
+            .map_err(|_| Class::Transport)?;
+        let conn = match slot {
+            Some(conn) => conn,
+            None => slot.insert(self.connect().await?),
+        };
+        let response = match conn {
+            Conn::H1(s) => {
+                s.ready().await.map_err(|_| Class::Transport)?;
+                s.send_request(req).await
+            }
+            Conn::H2(s) => {
+                s.ready().await.map_err(|_| Class::Transport)?;
+                s.send_request(req).await
+            }
+        }
+        .map_err(|_| Class::Transport)?;
+        let status = response.status();
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|_| Class::Transport)?;
+        }
+        Ok(if status.is_success() {
+            Class::Ok
+        } else {
+            Class::Status(status.as_u16())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let t = Target::new(
+            "http://127.0.0.1:8080/",
+            "/v2/models/m/infer",
+            false,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080");
+        assert_eq!(t.uri, "/v2/models/m/infer");
+        let t = Target::new("http://svc.ns", "/predict", true, Duration::from_secs(1)).unwrap();
+        assert_eq!(t.addr, "svc.ns:80");
+        assert!(Target::new("https://x", "/", false, Duration::from_secs(1)).is_err());
+        assert!(Target::new("not a url", "/", false, Duration::from_secs(1)).is_err());
+    }
+}
