@@ -186,6 +186,12 @@ pub struct Args {
     /// Log format: text for people, json for log collectors. Filter with RUST_LOG.
     #[arg(long, env = "TORCHSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Probe a running server's /v2/health/live at --host/--port and exit 0 (200) or 1, instead
+    /// of serving: the container image's HEALTHCHECK. Deliberately no env var: one set in a pod's
+    /// environment would turn every server into a probe.
+    #[arg(long)]
+    pub healthcheck: bool,
 }
 
 /// Everything `run` needs, checked and typed.

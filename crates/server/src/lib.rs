@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod cuda;
 pub mod error;
+pub mod healthcheck;
 pub mod inference;
 pub mod metrics;
 pub mod repository;

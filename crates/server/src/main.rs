@@ -54,6 +54,14 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = server::Args::parse();
+    if args.healthcheck {
+        let probe =
+            server::healthcheck::probe(args.host, args.port, std::time::Duration::from_secs(3));
+        if let Err(e) = &probe {
+            eprintln!("unhealthy: {e}");
+        }
+        std::process::exit(i32::from(probe.is_err()));
+    }
     init_logging(args.log_format);
     let config = args.into_config();
     let (addr, metrics_addr) = (config.addr, config.metrics_addr);

@@ -40,8 +40,22 @@ async fn binary_starts_without_library_path_serves_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(v["outputs"][0]["shape"], json!([1, 10]));
+    // The image's HEALTHCHECK: `server --healthcheck` with the same host/port flags.
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let healthcheck = || {
+        Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--healthcheck", "--host", "0.0.0.0", "--port", &port])
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap()
+    };
+    let live = healthcheck();
+    assert!(live.status.success(), "{live:?}");
     server.signal("TERM");
     let (status, log) = server.wait(Duration::from_secs(30));
+    let gone = healthcheck();
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("unhealthy: connect 127.0.0.1:"));
     assert!(
         status.success(),
         "server exited with {status:?} after SIGTERM"
