@@ -18,8 +18,6 @@ import os
 
 import torch
 from torch import nn
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 SEED = 0
 
@@ -36,6 +34,10 @@ class Digits(nn.Module):
 
 
 def export_digits(out: str) -> None:
+    # Imported here so that `--models mlp` needs torch alone (the GPU check's machine has no sklearn).
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=0.2, random_state=SEED, stratify=y
@@ -83,11 +85,13 @@ def export_mlp(out: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="models", help="model repository folder")
+    parser.add_argument("--models", default="digits,mlp", help="which models, comma-separated")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    export_digits(args.out)
-    export_mlp(args.out)
+    exporters = {"digits": export_digits, "mlp": export_mlp}
+    for name in args.models.split(","):
+        exporters[name](args.out)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,21 @@ fn list_and_watch(path: &str, listed: Value, events: Vec<Value>) -> [Expect; 2] 
     ]
 }
 
+/// The load tester's arguments for `load`, watching the HPA through the stand-in.
+fn watching(url: &str, standin: &StandIn, load: &[&str]) -> loadtest::Args {
+    let kubeconfig = standin.kubeconfig.to_str().unwrap();
+    let mut extra = load.to_vec();
+    extra.extend([
+        "--watch-hpa",
+        NAME,
+        "--namespace",
+        NS,
+        "--kubeconfig",
+        kubeconfig,
+    ]);
+    args(url, &extra)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripted_scaling_3_7_10_lands_in_every_report() {
     let hpas = format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers");
@@ -101,21 +116,7 @@ async fn scripted_scaling_3_7_10_lands_in_every_report() {
     let (url, _) = server(None, Duration::ZERO).await;
     let dir = std::env::temp_dir().join(format!("loadtest-hpa-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let a = args(
-        &url,
-        &[
-            "--rate",
-            "100",
-            "--duration",
-            "4s",
-            "--watch-hpa",
-            NAME,
-            "--namespace",
-            NS,
-            "--kubeconfig",
-            standin.kubeconfig.to_str().unwrap(),
-        ],
-    );
+    let a = watching(&url, &standin, &["--rate", "100", "--duration", "4s"]);
     let report = loadtest::run(&a, std::future::pending()).await.unwrap();
     let text = report.text();
     println!("{text}");
@@ -201,21 +202,7 @@ async fn a_missing_hpa_is_explained_not_fatal() {
     );
     let standin = StandIn::start_unordered(vec![listed, watch]).await;
     let (url, _) = server(None, Duration::ZERO).await;
-    let a = args(
-        &url,
-        &[
-            "--rate",
-            "50",
-            "--duration",
-            "2s",
-            "--watch-hpa",
-            NAME,
-            "--namespace",
-            NS,
-            "--kubeconfig",
-            standin.kubeconfig.to_str().unwrap(),
-        ],
-    );
+    let a = watching(&url, &standin, &["--rate", "50", "--duration", "2s"]);
     let report = loadtest::run(&a, std::future::pending()).await.unwrap();
     assert_eq!(report.summary.requests, 100);
     let k = report.kubernetes.as_ref().unwrap();
