@@ -61,6 +61,28 @@ impl Target {
         })
     }
 
+    /// Opens `n` connections at once, before the load starts (as wrk opens its `-c` connections):
+    /// the tester's memory is then in place from the first second, and a latency spike later
+    /// finds open connections instead of opening new ones. A connection that cannot be opened
+    /// leaves its slot empty; the first request on it connects.
+    pub async fn open(&self, n: usize) -> Vec<Option<Conn>> {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let target = self.clone();
+            set.spawn(async move {
+                tokio::time::timeout(target.timeout, target.connect())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            });
+        }
+        let mut slots = Vec::with_capacity(n);
+        while let Some(conn) = set.join_next().await {
+            slots.push(conn.ok().flatten());
+        }
+        slots
+    }
+
     pub async fn connect(&self) -> Result<Conn, Class> {
         let tcp = TcpStream::connect(&self.addr)
             .await

@@ -22,6 +22,7 @@ const LATE: Duration = Duration::from_millis(1);
 pub async fn run(
     args: &Args,
     target: Target,
+    slots: Vec<Option<Conn>>,
     payload: Payload,
     start: Instant,
     live: Arc<std::sync::Mutex<LiveStats>>,
@@ -82,9 +83,7 @@ pub async fn run(
             };
             // One connection per permit: a request takes a permit, then a slot.
             let permits = Arc::new(Semaphore::new(args.connections.max(1)));
-            let slots: Arc<Mutex<Vec<Option<Conn>>>> = Arc::new(Mutex::new(
-                (0..args.connections.max(1)).map(|_| None).collect(),
-            ));
+            let slots = Arc::new(Mutex::new(slots));
             loop {
                 let intended = tokio::select! {
                     next = due.recv() => match next { Some(t) => t, None => break },
@@ -125,7 +124,9 @@ pub async fn run(
             let issued = Arc::new(AtomicU64::new(0));
             let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let mut workers = Vec::new();
+            let mut slots = slots.into_iter();
             for _ in 0..concurrency.unwrap_or(1).max(1) {
+                let mut slot = slots.next().flatten();
                 let (target, payload, tx, issued, stopped) = (
                     target.clone(),
                     payload.clone(),
@@ -134,7 +135,6 @@ pub async fn run(
                     stopped.clone(),
                 );
                 workers.push(tokio::spawn(async move {
-                    let mut slot = None;
                     while !stopped.load(Ordering::Relaxed)
                         && Instant::now() < end
                         && issued.fetch_add(1, Ordering::AcqRel) < limit

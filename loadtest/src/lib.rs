@@ -117,6 +117,13 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         }
         None => None,
     };
+    let target = conn::Target::new(&args.url, &payload.path, args.h2c, args.timeout)?;
+    let slots = target
+        .open(match args.concurrency {
+            Some(c) => c.max(1),
+            None => args.connections.max(1),
+        })
+        .await;
     let start = tokio::time::Instant::now();
     let watch = kube
         .zip(args.watch_hpa.as_deref())
@@ -127,8 +134,7 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         std::sync::Arc::clone(&stats),
         watch.as_ref().map(|w| w.timeline.clone()),
     );
-    let target = conn::Target::new(&args.url, &payload.path, args.h2c, args.timeout)?;
-    let collector = engine::run(args, target, payload, start, stats, stop).await;
+    let collector = engine::run(args, target, slots, payload, start, stats, stop).await;
     view.finish();
     let mut report = Report::new(args, collector, start);
     report.kubernetes = watch.map(kube_watch::Watch::stop);
