@@ -106,6 +106,10 @@ pub struct Args {
     /// Fail (exit 1) if fewer requests per second were answered successfully.
     #[arg(long, env = "LOADTEST_MIN_RPS")]
     pub min_rps: Option<f64>,
+    /// Scrape the target's /metrics once a second and report the server's queue (pending
+    /// requests), forward passes per second and mean batch size for the model next to the load.
+    #[arg(long, env = "LOADTEST_SCRAPE_METRICS")]
+    pub scrape_metrics: bool,
     /// Watch this HorizontalPodAutoscaler (and the Deployment it scales) during the run and put
     /// every change of their status on the report's time axis.
     #[arg(long, env = "LOADTEST_WATCH_HPA")]

@@ -167,6 +167,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
 <table><tr><th>latency ms</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>{rows}</table>
 {rps}
 {latency}
+{server}
 {kube}
 </body></html>
 "#,
@@ -180,6 +181,24 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
         offered = s.offered_rps,
         achieved = s.achieved_rps,
         dur = s.duration_s,
+        server = report
+            .server_metrics
+            .as_ref()
+            .map(|m| {
+                let col = |f: fn(&crate::scrape::ServerPoint) -> f64| {
+                    m.points.iter().map(|p| (p.t, f(p))).collect::<Vec<_>>()
+                };
+                chart(
+                    "server (/metrics): pending requests and mean batch size",
+                    "",
+                    t_end,
+                    &[
+                        ("pending", "#9467bd", col(|p| p.pending_requests)),
+                        ("mean batch", "#8c564b", col(|p| p.mean_batch)),
+                    ],
+                )
+            })
+            .unwrap_or_default(),
         kube = report
             .kubernetes
             .as_ref()

@@ -11,6 +11,7 @@
 //! - [`stats`]: HdrHistograms and the per-second series.
 //! - [`kube_watch`]: `--watch-hpa`, the HPA and its Deployment on the same time axis.
 //! - [`live`]: the progress line while the load runs.
+//! - [`scrape`]: `--scrape-metrics`, the server's queue and batch sizes from its `/metrics`.
 //! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report.
 
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod live;
 pub mod payload;
 pub mod report;
 pub mod schedule;
+pub mod scrape;
 pub mod stats;
 
 use std::future::Future;
@@ -128,6 +130,9 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
     let watch = kube
         .zip(args.watch_hpa.as_deref())
         .map(|(client, name)| kube_watch::Watch::start(client, &args.namespace, name, start));
+    let scraper = args
+        .scrape_metrics
+        .then(|| scrape::Scraper::start(client.clone(), &args.url, &args.model, start));
     let stats = std::sync::Arc::default();
     let view = live::LiveView::start(
         args.planned(),
@@ -138,5 +143,9 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
     view.finish();
     let mut report = Report::new(args, collector, start);
     report.kubernetes = watch.map(kube_watch::Watch::stop);
+    report.server_metrics = scraper.map(|s| {
+        let (points, errors) = s.stop();
+        report::ServerMetrics { points, errors }
+    });
     Ok(report)
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::cli::Args;
 use crate::kube_watch::Timeline;
+use crate::scrape::ServerPoint;
 use crate::stats::{Collector, Percentiles, Second};
 
 /// Latency percentiles, corrected (from the intended send time) and uncorrected (from the actual send).
@@ -40,6 +41,17 @@ pub struct Report {
     /// `--watch-hpa`: the HPA and Deployment timelines, on the series' time axis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<Timeline>,
+    /// `--scrape-metrics`: the server's view, once a second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_metrics: Option<ServerMetrics>,
+}
+
+/// What `--scrape-metrics` read from the server.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerMetrics {
+    pub points: Vec<ServerPoint>,
+    /// Failed scrapes, each distinct error once.
+    pub errors: Vec<String>,
 }
 
 impl Report {
@@ -95,6 +107,7 @@ impl Report {
             },
             series: c.series,
             kubernetes: None,
+            server_metrics: None,
         }
     }
 
@@ -129,6 +142,9 @@ impl Report {
                 "  {name:<12} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
                 p.p50, p.p90, p.p95, p.p99, p.p999, p.max
             );
+        }
+        if let Some(m) = &self.server_metrics {
+            out.push_str(&server_text(m));
         }
         if let Some(k) = &self.kubernetes {
             out.push_str(&kube_text(k));
@@ -211,6 +227,30 @@ fn kube_text(k: &Timeline) -> String {
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (t, line) in rows {
         let _ = writeln!(out, "  {t:>6.1}s  {line}");
+    }
+    out
+}
+
+/// One line of the server's view: its busiest second and the run's mean batch.
+fn server_text(m: &ServerMetrics) -> String {
+    let mut out = String::new();
+    let max = |f: fn(&ServerPoint) -> f64| m.points.iter().map(f).fold(0.0f64, f64::max);
+    let passes: f64 = m.points.iter().map(|p| p.executions_per_s).sum();
+    let rows: f64 = m
+        .points
+        .iter()
+        .map(|p| p.executions_per_s * p.mean_batch)
+        .sum();
+    let _ = writeln!(
+        out,
+        "server /metrics ({} scrapes): pending max {:.0}  forward passes max {:.0}/s  mean batch {:.1}",
+        m.points.len(),
+        max(|p| p.pending_requests),
+        max(|p| p.executions_per_s),
+        if passes > 0.0 { rows / passes } else { 0.0 }
+    );
+    for e in &m.errors {
+        let _ = writeln!(out, "  ! {e}");
     }
     out
 }

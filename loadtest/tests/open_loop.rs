@@ -149,3 +149,28 @@ async fn stages_ramp_the_offered_rate() {
         report.summary.mode
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_metrics_reports_the_servers_view() {
+    let (url, _) = server(None, Duration::ZERO).await;
+    let a = args(
+        &url,
+        &["--rate", "100", "--duration", "4s", "--scrape-metrics"],
+    );
+    let report = loadtest::run(&a, std::future::pending()).await.unwrap();
+    let m = report.server_metrics.as_ref().unwrap();
+    println!("{}\n{m:?}", report.text());
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    assert!(m.points.len() >= 2, "{m:?}");
+    for p in &m.points {
+        assert!(
+            p.executions_per_s > 0.0,
+            "the load ran through every scrape: {m:?}"
+        );
+        assert_eq!(p.mean_batch, 1.0, "one row per pass: {m:?}");
+        // 100 req/s, measured over about a second.
+        assert!((50.0..200.0).contains(&p.executions_per_s), "{m:?}");
+    }
+    assert!(report.text().contains("mean batch 1.0"));
+    assert!(loadtest::html::render(&report).contains("server (/metrics)"));
+}

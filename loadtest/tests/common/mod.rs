@@ -12,13 +12,24 @@ use clap::Parser;
 use serde_json::json;
 
 /// Serves v2 metadata for model `m` and answers infer at once, except that request number
-/// `stall_at` (if any) holds a lock for `stall` while every other request waits on it.
+/// `stall_at` (if any) holds a lock for `stall` while every other request waits on it. `/metrics`
+/// counts each answered request as one forward pass of batch 1, as torchship's metrics would.
 pub async fn server(stall_at: Option<u64>, stall: Duration) -> (String, Arc<AtomicU64>) {
     let count = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(tokio::sync::Mutex::new(()));
     let stalled = Arc::new(AtomicBool::new(false));
     let c = count.clone();
+    let metrics = count.clone();
     let app = Router::new()
+        .route("/metrics", get(move || {
+            let n = metrics.load(Ordering::SeqCst);
+            async move {
+                format!("# TYPE torchship_batch_size histogram\n\
+                    torchship_batch_size_sum{{model=\"m\",version=\"1\"}} {n}\n\
+                    torchship_batch_size_count{{model=\"m\",version=\"1\"}} {n}\n\
+                    torchship_pending_requests{{model=\"m\",version=\"1\"}} 0\n")
+            }
+        }))
         .route("/v2/models/m", get(|| async {
             axum::Json(json!({"name": "m", "versions": ["1"], "platform": "pytorch_torchscript",
                 "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
