@@ -79,6 +79,11 @@ pub struct Args {
     /// busy is sent late, and its latency still counts from when it should have been sent.
     #[arg(long, env = "LOADTEST_CONNECTIONS", default_value_t = 256)]
     pub connections: usize,
+    /// Replace each connection once it is this old (e.g. 10s). Behind a Kubernetes Service a
+    /// keep-alive connection stays on the pod it first reached, so without this, pods that the
+    /// HPA adds during the run get none of the load. Default: connections live for the run.
+    #[arg(long, env = "LOADTEST_CONNECTION_LIFETIME", value_parser = parse_duration)]
+    pub connection_lifetime: Option<Duration>,
     /// Endpoint and encoding.
     #[arg(long, env = "LOADTEST_API", value_enum, default_value_t = Api::V2)]
     pub api: Api,

@@ -4,7 +4,8 @@
 //! connections the load tester reaches wrk's rate (BENCHMARKS.md).
 //!
 //! HTTP/1.1 keep-alive, or h2c with prior knowledge. A connection that fails is dropped and the
-//! next request on its slot reconnects.
+//! next request on its slot reconnects; with `--connection-lifetime` one is also replaced once it
+//! is that old (a Service balances connections, not requests).
 
 use std::time::Duration;
 
@@ -29,10 +30,17 @@ pub struct Target {
     host: String,
     h2c: bool,
     timeout: Duration,
+    /// `--connection-lifetime`: reconnect a connection this old before its next request.
+    pub lifetime: Option<Duration>,
 }
 
 /// One open connection.
-pub enum Conn {
+pub struct Conn {
+    sender: Sender,
+    opened: tokio::time::Instant,
+}
+
+enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
 }
@@ -58,6 +66,7 @@ impl Target {
             host: authority.to_string(),
             h2c,
             timeout,
+            lifetime: None,
         })
     }
 
@@ -94,11 +103,17 @@ impl Target {
                 .await
                 .map_err(|_| Class::Transport)?;
             tokio::spawn(conn);
-            Ok(Conn::H2(send))
+            Ok(Conn {
+                sender: Sender::H2(send),
+                opened: tokio::time::Instant::now(),
+            })
         } else {
             let (send, conn) = http1::handshake(io).await.map_err(|_| Class::Transport)?;
             tokio::spawn(conn);
-            Ok(Conn::H1(send))
+            Ok(Conn {
+                sender: Sender::H1(send),
+                opened: tokio::time::Instant::now(),
+            })
         }
     }
 
@@ -129,16 +144,23 @@ impl Target {
         let req = req
             .body(Full::new(p.body.clone()))
             .map_err(|_| Class::Transport)?;
+        // An old connection is replaced, so that pods added by the HPA get their share of the
+        // load: behind a Service, a connection stays with the pod it was first balanced to.
+        if let (Some(conn), Some(lifetime)) = (slot.as_ref(), self.lifetime) {
+            if conn.opened.elapsed() >= lifetime {
+                *slot = None;
+            }
+        }
         let conn = match slot {
             Some(conn) => conn,
             None => slot.insert(self.connect().await?),
         };
-        let response = match conn {
-            Conn::H1(s) => {
+        let response = match &mut conn.sender {
+            Sender::H1(s) => {
                 s.ready().await.map_err(|_| Class::Transport)?;
                 s.send_request(req).await
             }
-            Conn::H2(s) => {
+            Sender::H2(s) => {
                 s.ready().await.map_err(|_| Class::Transport)?;
                 s.send_request(req).await
             }

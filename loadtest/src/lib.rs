@@ -119,7 +119,8 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         }
         None => None,
     };
-    let target = conn::Target::new(&args.url, &payload.path, args.h2c, args.timeout)?;
+    let mut target = conn::Target::new(&args.url, &payload.path, args.h2c, args.timeout)?;
+    target.lifetime = args.connection_lifetime;
     let slots = target
         .open(match args.concurrency {
             Some(c) => c.max(1),

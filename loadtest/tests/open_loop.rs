@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{args, server};
+use common::{args, server, server_with_peers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_at_500_per_second_for_10_seconds_is_accurate() {
@@ -173,4 +173,30 @@ async fn scrape_metrics_reports_the_servers_view() {
     }
     assert!(report.text().contains("mean batch 1.0"));
     assert!(loadtest::html::render(&report).contains("server (/metrics)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_lifetime_replaces_old_connections() {
+    // Without a lifetime, the two clients keep the two connections opened before the load.
+    let (url, _, peers) = server_with_peers(None, Duration::ZERO).await;
+    let a = args(&url, &["--concurrency", "2", "--duration", "1500ms"]);
+    loadtest::run(&a, std::future::pending()).await.unwrap();
+    assert_eq!(peers.lock().unwrap().len(), 2);
+    // With one, each slot reconnects every 300 ms: about 5 connections each over 1.5 s.
+    let (url, _, peers) = server_with_peers(None, Duration::ZERO).await;
+    let a = args(
+        &url,
+        &[
+            "--concurrency",
+            "2",
+            "--duration",
+            "1500ms",
+            "--connection-lifetime",
+            "300ms",
+        ],
+    );
+    let report = loadtest::run(&a, std::future::pending()).await.unwrap();
+    assert_eq!(report.summary.error_rate, 0.0);
+    let n = peers.lock().unwrap().len();
+    assert!((4..=20).contains(&n), "{n} connections");
 }

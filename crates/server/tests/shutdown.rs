@@ -102,9 +102,11 @@ async fn sigterm_mid_load_drops_nothing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Long requests that will still be running (one) and queued (one) when the listener closes.
+    // Each pass must clearly outlast the 1 s shutdown delay on any machine: 40000 iterations took
+    // about 8 s a pass on the 2-core CI VM (12000, about 1.1 s, once finished before the close).
     let slow_url = server.url("/v2/models/slow/infer");
     let slow_body =
-        json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [12000]}]});
+        json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [40000]}]});
     let long: Vec<_> = (0..2)
         .map(|_| {
             let request = http.post(&slow_url).json(&slow_body).send();

@@ -15,7 +15,21 @@ use serde_json::json;
 /// `stall_at` (if any) holds a lock for `stall` while every other request waits on it. `/metrics`
 /// counts each answered request as one forward pass of batch 1, as torchship's metrics would.
 pub async fn server(stall_at: Option<u64>, stall: Duration) -> (String, Arc<AtomicU64>) {
+    let (url, count, _) = server_with_peers(stall_at, stall).await;
+    (url, count)
+}
+
+/// Client addresses (one per connection) that sent an infer request.
+pub type Peers = Arc<std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>>;
+
+/// [`server`], also recording each connection's client address.
+pub async fn server_with_peers(
+    stall_at: Option<u64>,
+    stall: Duration,
+) -> (String, Arc<AtomicU64>, Peers) {
     let count = Arc::new(AtomicU64::new(0));
+    let peers: Peers = Arc::default();
+    let p = peers.clone();
     let gate = Arc::new(tokio::sync::Mutex::new(()));
     let stalled = Arc::new(AtomicBool::new(false));
     let c = count.clone();
@@ -35,8 +49,9 @@ pub async fn server(stall_at: Option<u64>, stall: Duration) -> (String, Arc<Atom
                 "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
                 "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}))
         }))
-        .route("/v2/models/m/infer", post(move |body: axum::body::Bytes| {
+        .route("/v2/models/m/infer", post(move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>, body: axum::body::Bytes| {
             let (c, gate, stalled) = (c.clone(), gate.clone(), stalled.clone());
+            p.lock().unwrap().insert(peer);
             async move {
                 let n = c.fetch_add(1, Ordering::SeqCst);
                 let _g = gate.lock().await;
@@ -49,8 +64,14 @@ pub async fn server(stall_at: Option<u64>, stall: Duration) -> (String, Arc<Atom
         }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, count)
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    (url, count, peers)
 }
 
 pub fn args(url: &str, extra: &[&str]) -> loadtest::Args {
