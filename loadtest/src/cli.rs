@@ -25,22 +25,7 @@ pub enum Arrivals {
     Poisson,
 }
 
-/// Parses `10s`, `2m`, `500ms`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 10s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("'{s}' has an unknown unit (use ms, s, m, h)")),
-    }
-}
+pub use protocol::units::parse_duration;
 
 /// Drive a torchship (or any KServe v2) server and report what it did.
 #[derive(Clone, Debug, Parser)]

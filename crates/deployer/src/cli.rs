@@ -132,22 +132,7 @@ impl Options {
     }
 }
 
-/// Parses `90s`, `5m`, `1h`, `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 90s or 5m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("'{s}' needs a unit: ms, s, m or h")),
-    }
-}
+pub use protocol::units::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -75,23 +75,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
-/// Parses `250ms`, `30s`, `2m`, `1h`, or `500us`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration such as 250ms, 30s or 2m"))?;
-    match unit.trim() {
-        "us" | "µs" => Ok(Duration::from_micros(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!("'{s}' needs a unit: us, ms, s, m or h")),
-    }
-}
+pub use protocol::units::parse_duration;
 
 /// torchship inference server: serves TorchScript models over the KServe v2 REST protocol.
 #[derive(Clone, Debug, Parser)]
