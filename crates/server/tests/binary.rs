@@ -30,15 +30,7 @@ async fn binary_starts_without_library_path_serves_and_stops_on_sigterm() {
     server.wait_ready().await;
     let heldout = common::heldout();
     let body = json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": heldout.inputs[0]}]});
-    let v: Value = http
-        .post(server.url("/v2/models/digits/infer"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::post_json(&http, server.url("/v2/models/digits/infer"), &body).await;
     assert_eq!(v["outputs"][0]["shape"], json!([1, 10]));
     // The image's HEALTHCHECK: `server --healthcheck` with the same host/port flags.
     let port = server.base.rsplit(':').next().unwrap().to_string();

@@ -59,15 +59,7 @@ async fn heldout_split_through_v2_matches_in_process_and_recorded_accuracy() {
         let body = json!({"inputs": [
             {"name": "pixels", "shape": [chunk.len(), 64], "datatype": "FP32", "data": chunk}
         ]});
-        let v: Value = http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = common::post_json(&http, &url, &body).await;
         let got = logits(&v);
         let want: Vec<f32> = in_process("digits", chunk).concat();
         assert_close(&got, &want, 1e-5, &format!("chunk {c}"));
@@ -82,15 +74,12 @@ async fn predict_returns_logits_and_classes() {
     let reference = in_process("digits", rows);
     let server = TestServer::demo().await;
     let http = reqwest::Client::new();
-    let v: Value = http
-        .post(server.url("/predict"))
-        .json(&json!({"model": "digits", "inputs": rows}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::post_json(
+        &http,
+        server.url("/predict"),
+        &json!({"model": "digits", "inputs": rows}),
+    )
+    .await;
     assert_eq!(v["model"], "digits");
     for (i, want) in reference.iter().enumerate() {
         let got: Vec<f32> = v["outputs"][i]
@@ -103,15 +92,12 @@ async fn predict_returns_logits_and_classes() {
         assert_eq!(v["classes"][i], argmax(want));
     }
     // A single row may be sent flat, without the batch dimension.
-    let v: Value = http
-        .post(server.url("/predict"))
-        .json(&json!({"model": "digits", "inputs": rows[0]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::post_json(
+        &http,
+        server.url("/predict"),
+        &json!({"model": "digits", "inputs": rows[0]}),
+    )
+    .await;
     assert_eq!(v["classes"], json!([argmax(&reference[0])]));
     server.stop().await;
 }

@@ -80,15 +80,7 @@ async fn every_datatype_round_trips_as_json_and_as_binary() {
         .iter()
         .map(|(n, dt, xs)| json!({"name": n, "shape": [2, 2], "datatype": dt, "data": xs.iter().map(|&x| json_value(dt, x)).collect::<Vec<_>>()}))
         .collect();
-    let v: Value = http
-        .post(&url)
-        .json(&json!({"inputs": inputs}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::post_json(&http, &url, &json!({"inputs": inputs})).await;
     for (i, (n, dt, xs)) in TYPES.iter().enumerate() {
         let out = &v["outputs"][i];
         assert_eq!(out["name"], format!("{n}_out"));

@@ -90,15 +90,12 @@ async fn broken_models_are_reported_and_the_good_one_serves() {
         .unwrap()
         .contains("badconfig/config.toml"));
     // Only the ready ones, on request.
-    let ready: Vec<Value> = http
-        .post(server.url("/v2/repository/index"))
-        .json(&json!({"ready": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Vec<Value> = common::post_json(
+        &http,
+        server.url("/v2/repository/index"),
+        &json!({"ready": true}),
+    )
+    .await;
     assert_eq!(ready.len(), 1);
     assert_eq!(ready[0]["name"], "multi");
 
@@ -150,15 +147,7 @@ async fn version_policies_choose_what_serves() {
         ("/v2/models/multi/versions/2/infer", "2"),
         ("/v2/models/multi/infer", "2"),
     ] {
-        let v: Value = http
-            .post(server.url(path))
-            .json(&multi_request())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = common::post_json(&http, server.url(path), &multi_request()).await;
         assert_eq!(v["model_version"], version, "{path}");
     }
     server.stop().await;

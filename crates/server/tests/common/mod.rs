@@ -79,6 +79,22 @@ pub fn in_process(model: &str, rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
     Reference::load(model).run(rows)
 }
 
+/// POSTs `body` as JSON and decodes the JSON answer (panics on any failure: tests only).
+pub async fn post_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: &(impl serde::Serialize + ?Sized),
+) -> T {
+    http.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The server's `/metrics` text.
 pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
     http.get(format!("{base}/metrics"))
