@@ -5,4 +5,5 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh"
 cd "$root"
-exec cargo test --workspace --locked "$@"
+# --no-fail-fast: one failing test binary must not hide the failures of the binaries after it.
+exec cargo test --workspace --locked --no-fail-fast "$@"

@@ -63,10 +63,17 @@ fn readme_tag(dockerfile: &str) -> String {
 
 /// tch's expected libtorch version: TORCH_VERSION in the build script of the torch-sys that
 /// Cargo.lock resolved.
+///
+/// `--filter-platform` with the host triple keeps `cargo metadata` to the packages a build for this
+/// machine uses (a plain `cargo metadata` resolves every platform and needs the sources of
+/// Windows-only crates that no Linux build downloads). No `--offline`: what the build already
+/// fetched is read from the local cache, and anything else comes from crates.io, never from
+/// whatever an earlier build happened to leave there.
 fn tch_expected_libtorch() -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .args(["--filter-platform", &host_triple()])
         .current_dir(root())
         .output()
         .unwrap();
@@ -92,6 +99,19 @@ fn tch_expected_libtorch() -> String {
         .find_map(|l| l.trim().strip_prefix("const TORCH_VERSION: &str = \""))
         .and_then(|rest| rest.strip_suffix("\";"))
         .expect("TORCH_VERSION in torch-sys's build.rs")
+        .to_string()
+}
+
+/// The triple rustc builds for by default (`host:` in `rustc -vV`).
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc).arg("-vV").output().unwrap();
+    assert!(out.status.success(), "rustc -vV failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names its host")
+        .trim()
         .to_string()
 }
 

@@ -282,13 +282,18 @@ impl Process {
         }
     }
 
+    /// Sends SIGTERM or SIGINT to the server by its pid (libc, not `kill(1)`: procps is not on
+    /// every machine).
     pub fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} failed");
+        let signo = match sig {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            other => panic!("signal {other}: only TERM and INT are used"),
+        };
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
+        let rc = unsafe { libc::kill(pid, signo) };
+        assert_eq!(rc, 0, "kill -{sig} {pid}: {}", std::io::Error::last_os_error());
     }
 
     /// Resident set size of the server process, in bytes (Linux).
