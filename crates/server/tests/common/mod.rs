@@ -293,7 +293,12 @@ impl Process {
         let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
         let rc = unsafe { libc::kill(pid, signo) };
-        assert_eq!(rc, 0, "kill -{sig} {pid}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill -{sig} {pid}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Resident set size of the server process, in bytes (Linux).
