@@ -1,9 +1,41 @@
 #!/usr/bin/env bash
-# Sets up (idempotent) and runs every test of the workspace: unit tests and the end-to-end tests,
-# which start real servers on 127.0.0.1:0 with the real demo models.
+# Sets up (idempotent) and runs every test of the workspace:
+#   1. unit tests and the end-to-end tests, which start real servers on 127.0.0.1:0 with the real
+#      demo models, and the deployer's and load tester's tests against the scripted stand-in API;
+#   2. the real-cluster tests (crates/cluster-e2e): scripts/cluster.sh starts a real control plane
+#      in a network namespace of its own (built from Go modules on first use, then cached), the tests
+#      run inside that namespace, and the cluster is stopped at the end. Without Go or root they are
+#      skipped with a message saying what is missing; in CI (CI set) that is a failure.
+# Arguments go to both `cargo test` runs (e.g. a test name filter).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh"
 cd "$root"
+status=0
 # --no-fail-fast: one failing test binary must not hide the failures of the binaries after it.
-exec cargo test --workspace --locked --no-fail-fast "$@"
+cargo test --workspace --locked --no-fail-fast --exclude cluster-e2e "$@" || status=$?
+
+missing=""
+command -v go >/dev/null 2>&1 || missing="Go >= 1.26 (https://go.dev/dl, or your distribution's golang package)"
+[ "$(id -u)" = 0 ] || missing="${missing:+$missing; }root (the cluster runs in a network namespace of its own)"
+command -v ip >/dev/null 2>&1 || missing="${missing:+$missing; }iproute2 (apt-get install iproute2)"
+if [ -n "$missing" ]; then
+    echo "" >&2
+    echo "*** SKIPPED: the real-cluster tests (crates/cluster-e2e) need: $missing ***" >&2
+    echo "" >&2
+    [ -z "${CI:-}" ] || { echo "test: CI must run the real-cluster tests" >&2; exit 1; }
+    exit "$status"
+fi
+
+# A cluster of the tests' own (its own state folder and network namespace), so a cluster someone
+# started by hand with scripts/cluster.sh up is left alone.
+export TORCHSHIP_CLUSTER_DIR="$root/target/cluster-test"
+# Built here, where the registries can be reached; the namespace has only loopback.
+cargo build --locked -p deployer -p loadtest -p server
+cargo test --locked -p cluster-e2e --no-run "$@"
+t0=$SECONDS
+trap 'scripts/cluster.sh down' EXIT
+scripts/cluster.sh up
+echo "test: cluster up in $((SECONDS - t0)) s" >&2
+scripts/cluster.sh exec cargo test --locked -p cluster-e2e --no-fail-fast "$@" || status=$?
+exit "$status"

@@ -14,6 +14,15 @@ use crate::cli::Options;
 use crate::cluster::{Cluster, FIELD_MANAGER};
 use crate::error::DeployError;
 use crate::manifests::Bundle;
+use crate::preflight::{self, MetricsApi};
+
+/// Why an HPA has no CPU reading, from the state of the metrics API, and what to do.
+fn explain_missing_metrics(api: MetricsApi) -> String {
+    match api {
+        MetricsApi::Available => "the HPA gets no CPU metrics although metrics.k8s.io is available: the pods may be too new for a reading (wait ~1 min), or have no CPU request".into(),
+        missing => format!("the HPA gets no CPU metrics: {}", missing.explain()),
+    }
+}
 
 /// What `kubectl describe hpa` shows, then the pods and their nodes.
 pub async fn status(
@@ -87,6 +96,18 @@ pub async fn status(
             c.status,
             c.reason.clone().unwrap_or_default(),
             c.message.clone().unwrap_or_default()
+        );
+    }
+    let no_metrics = st.conditions.iter().flatten().any(|c| {
+        c.type_ == "ScalingActive"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("FailedGetResourceMetric")
+    });
+    if no_metrics {
+        let _ = writeln!(
+            out,
+            "  {}",
+            explain_missing_metrics(preflight::metrics_api(cluster).await?)
         );
     }
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);

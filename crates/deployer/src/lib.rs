@@ -8,6 +8,7 @@
 //! - [`cluster`]: the client, server-side apply, the node label and taint (read-modify-write).
 //! - [`preflight`]: checks before applying.
 //! - [`rollout`]: waiting with kubectl's rules, and the diagnosis of stuck pods.
+//! - [`scheduling`]: the scheduler's FailedScheduling messages and the untolerated taints, as advice.
 //! - [`commands`]: `status`, `diff`, `delete`.
 //! - [`error`]: every failure as one actionable paragraph.
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod manifests;
 pub mod preflight;
 pub mod rollout;
+pub mod scheduling;
 
 use std::io::Write;
 
@@ -51,10 +53,17 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<u8, DeployError> {
                 return Ok(0);
             }
             let name = bundle.deployment.metadata.name.clone().unwrap_or_default();
+            let floor = bundle
+                .hpa
+                .spec
+                .as_ref()
+                .and_then(|s| s.min_replicas)
+                .unwrap_or(1);
             rollout::wait(
                 &cluster,
                 &opts.namespace,
                 &name,
+                floor,
                 opts.timeout,
                 opts.poll_interval,
                 out,

@@ -14,6 +14,53 @@ use crate::cluster::Cluster;
 use crate::error::DeployError;
 use crate::manifests::{Bundle, Profile, GPU_NODE_LABEL, GPU_RESOURCE};
 
+/// Whether the resource metrics API the HPA reads (metrics.k8s.io, served by metrics-server) is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsApi {
+    Available,
+    /// Registered (an APIService exists) but not Available: metrics-server down or unreachable.
+    Unavailable,
+    /// No APIService v1beta1.metrics.k8s.io at all: metrics-server not installed.
+    NotServed,
+}
+
+impl MetricsApi {
+    /// What it means for the HPA and how to fix it, in one sentence.
+    pub fn explain(self) -> String {
+        let state = match self {
+            MetricsApi::Available => return "metrics.k8s.io is served".into(),
+            MetricsApi::Unavailable => "registered but not available (kubectl get apiservice v1beta1.metrics.k8s.io says why)",
+            MetricsApi::NotServed => "not served",
+        };
+        format!("metrics.k8s.io is {state}: the HPA will show <unknown> targets and never scale. Install metrics-server (its Helm chart or release manifest; on kind, add --kubelet-insecure-tls to its args)")
+    }
+}
+
+/// Reads APIService v1beta1.metrics.k8s.io and its Available condition.
+pub async fn metrics_api(cluster: &Cluster) -> Result<MetricsApi, DeployError> {
+    let apiservices: Api<APIService> = Api::all(cluster.client.clone());
+    let metrics = apiservices
+        .get_opt("v1beta1.metrics.k8s.io")
+        .await
+        .map_err(|e| cluster.explain(e, "read APIService v1beta1.metrics.k8s.io"))?;
+    let Some(metrics) = metrics else {
+        return Ok(MetricsApi::NotServed);
+    };
+    let available = metrics
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        });
+    Ok(if available {
+        MetricsApi::Available
+    } else {
+        MetricsApi::Unavailable
+    })
+}
+
 /// Runs every check, printing one line each; fails with all blocking problems at once.
 pub async fn run(
     cluster: &Cluster,
@@ -33,30 +80,16 @@ pub async fn run(
         version.git_version, cluster.server
     );
 
-    let apiservices: Api<APIService> = Api::all(cluster.client.clone());
-    let metrics = apiservices
-        .get_opt("v1beta1.metrics.k8s.io")
-        .await
-        .map_err(|e| cluster.explain(e, "read APIService v1beta1.metrics.k8s.io"))?;
-    let available = metrics
-        .as_ref()
-        .and_then(|a| a.status.as_ref())
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c.type_ == "Available" && c.status == "True")
-        });
-    if available {
-        let _ = writeln!(
-            out,
-            "preflight: metrics.k8s.io is served (the HPA will see CPU use)"
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "preflight: WARNING metrics.k8s.io is {}: the HPA will show <unknown> targets and never scale. Install metrics-server (its Helm chart or release manifest; on kind, add --kubelet-insecure-tls to its args)",
-            if metrics.is_some() { "registered but not available" } else { "not served" }
-        );
+    match metrics_api(cluster).await? {
+        MetricsApi::Available => {
+            let _ = writeln!(
+                out,
+                "preflight: metrics.k8s.io is served (the HPA will see CPU use)"
+            );
+        }
+        missing => {
+            let _ = writeln!(out, "preflight: WARNING {}", missing.explain());
+        }
     }
 
     let nodes: Api<Node> = Api::all(cluster.client.clone());

@@ -6,12 +6,13 @@ use std::io::Write;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams, LogParams};
 use kube::ResourceExt;
 
 use crate::cluster::Cluster;
 use crate::error::DeployError;
+use crate::scheduling;
 
 /// One poll's verdict, with kubectl's wording.
 #[derive(Debug, PartialEq)]
@@ -67,11 +68,23 @@ pub fn progress(d: &Deployment) -> Progress {
     }
 }
 
-/// Polls until the rollout is done, fails, or `timeout` passes (then diagnoses).
+/// A finished rollout with fewer available replicas than `floor` (the HPA's minReplicas) is not
+/// done yet: the Deployment has no `replicas` of its own (the HPA owns it), so the API server
+/// creates it with 1 and the HPA scales it to its minimum on its next sync, seconds later.
+pub fn below_floor(d: &Deployment, floor: i32) -> Option<String> {
+    let available = d.status.as_ref()?.available_replicas.unwrap_or(0);
+    (available < floor).then(|| {
+        format!("{available} of {floor} replicas available (the HPA's minReplicas; it scales the Deployment up from 1)")
+    })
+}
+
+/// Polls until the rollout is done with at least `floor` replicas available, fails, or `timeout`
+/// passes (then diagnoses).
 pub async fn wait(
     cluster: &Cluster,
     ns: &str,
     name: &str,
+    floor: i32,
     timeout: Duration,
     poll: Duration,
     out: &mut impl Write,
@@ -88,7 +101,14 @@ pub async fn wait(
             .get(name)
             .await
             .map_err(|e| cluster.explain(e, &format!("read deployment {name}")))?;
-        match progress(&d) {
+        let verdict = match progress(&d) {
+            Progress::Done(line) => match below_floor(&d, floor) {
+                Some(wait) => Progress::Waiting(wait),
+                None => Progress::Done(line),
+            },
+            other => other,
+        };
+        match verdict {
             Progress::Done(line) => {
                 let _ = writeln!(out, "{line}");
                 return Ok(());
@@ -149,7 +169,16 @@ pub async fn diagnose(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Str
         .await
         .map_err(|e| cluster.explain(e, "list the deployment's pods"))?;
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+    // Kubernetes >= 1.36 says only "had untolerated taint(s)": the taints are read from the nodes.
+    let nodes = Api::<Node>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| cluster.explain(e, "list nodes"))?
+        .items;
     let mut findings: Vec<String> = Vec::new();
+    // One line per scheduling cause, naming every pod it holds back (the pods of one ReplicaSet
+    // usually share it).
+    let mut unschedulable: Vec<(String, Vec<String>)> = Vec::new();
     for pod in list.items.iter().filter(|p| !is_ready(p)) {
         let name = pod.name_any();
         let evs = events
@@ -163,11 +192,13 @@ pub async fn diagnose(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Str
             .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
             .and_then(|e| e.message.clone())
         {
-            findings.extend(
-                explain_scheduling(&msg)
-                    .into_iter()
-                    .map(|f| format!("pod {name} cannot be scheduled: {f}")),
-            );
+            let untolerated = scheduling::untolerated_taints(pod, &nodes);
+            for cause in scheduling::explain(&msg, &untolerated) {
+                match unschedulable.iter_mut().find(|(c, _)| *c == cause) {
+                    Some((_, pods)) => pods.push(name.clone()),
+                    None => unschedulable.push((cause, vec![name.clone()])),
+                }
+            }
         }
         for cs in pod
             .status
@@ -196,6 +227,11 @@ pub async fn diagnose(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Str
             }
         }
     }
+    let scheduling = unschedulable.into_iter().map(|(cause, pods)| {
+        let which = if pods.len() == 1 { "pod" } else { "pods" };
+        format!("{which} {} cannot be scheduled: {cause}", pods.join(", "))
+    });
+    findings.splice(0..0, scheduling);
     findings.dedup();
     Ok(if findings.is_empty() {
         "No pod reports a scheduling, image or crash problem; the pods may still be starting (model load and warm-up) or failing their readiness probe. Look at: kubectl describe pods -n <namespace>".into()
@@ -216,33 +252,6 @@ fn is_ready(p: &Pod) -> bool {
         .iter()
         .flat_map(|s| s.conditions.iter().flatten())
         .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
-/// Translates the scheduler's "0/3 nodes are available: ..." into advice, one line per cause.
-pub fn explain_scheduling(message: &str) -> Vec<String> {
-    let message = message.split(". preemption:").next().unwrap_or(message);
-    let causes = message
-        .split_once("available:")
-        .map(|(_, rest)| rest)
-        .unwrap_or(message);
-    causes
-        .split(", ")
-        .map(|c| c.trim().trim_end_matches('.'))
-        .filter(|c| !c.is_empty() && !c.starts_with("preemption:"))
-        .map(|cause| {
-            if let Some(taint) = cause.split_once("untolerated taint").map(|(_, t)| t.trim()) {
-                format!("{cause}: the pods do not tolerate the taint {taint}. Deploy with --node NAME (it adds the role=pytorch toleration), or remove the taint: kubectl taint node NAME <key>-")
-            } else if cause.contains("didn't match Pod's node affinity/selector") {
-                format!("{cause}: no node carries the labels the pods select (role=pytorch when pinned, nvidia.com/gpu.present=true for GPUs). Label the target node (deployer --node NAME does it), or deploy without --node")
-            } else if cause.contains("Insufficient nvidia.com/gpu") {
-                format!("{cause}: not enough free GPUs. Is the NVIDIA device plugin running (kubectl get ds -A | grep nvidia)? Lower --gpus-per-pod or --min-replicas, or add GPU nodes")
-            } else if cause.contains("Insufficient cpu") || cause.contains("Insufficient memory") {
-                format!("{cause}: the nodes lack free CPU or memory for the pods' requests. Add nodes, lower --min-replicas, or lower the requests in k8s/base/deployment.yaml")
-            } else {
-                cause.to_string()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -292,22 +301,19 @@ mod tests {
     }
 
     #[test]
-    fn scheduler_messages_become_advice() {
-        let msg = "0/3 nodes are available: 1 node(s) had untolerated taint {role: pytorch}, 1 node(s) didn't match Pod's node affinity/selector, 1 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
-        let lines = explain_scheduling(msg);
-        assert_eq!(lines.len(), 3, "{lines:?}");
-        assert!(
-            lines[0].contains("do not tolerate the taint {role: pytorch}")
-                && lines[0].contains("--node")
+    fn a_rollout_below_the_hpa_minimum_is_not_done() {
+        let st = |n| DeploymentStatus {
+            observed_generation: Some(1),
+            updated_replicas: Some(n),
+            replicas: Some(n),
+            available_replicas: Some(n),
+            ..Default::default()
+        };
+        let one = deployment(1, 1, st(1));
+        assert_eq!(
+            below_floor(&one, 3).as_deref(),
+            Some("1 of 3 replicas available (the HPA's minReplicas; it scales the Deployment up from 1)")
         );
-        assert!(
-            lines[1].contains("label the target node")
-                || lines[1].contains("Label the target node")
-        );
-        assert!(lines[2].contains("NVIDIA device plugin"));
-        assert!(
-            explain_scheduling("0/2 nodes are available: 2 Insufficient cpu.")[0]
-                .contains("lack free CPU")
-        );
+        assert_eq!(below_floor(&deployment(1, 3, st(3)), 3), None);
     }
 }

@@ -213,6 +213,11 @@ async fn a_stuck_rollout_times_out_with_an_untolerated_taint_diagnosis() {
                 "metadata": {"name": "torchship-server-abc", "namespace": "torchship"},
                 "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}}]})),
     );
+    // What a real 1.36 scheduler writes (no taint in the message): the deployer reads the nodes.
+    script.push(Expect::get("/api/v1/nodes").respond(200, json!({
+        "apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
+            {"metadata": {"name": "worker-1"}, "spec": {"taints": [{"key": "role", "value": "pytorch", "effect": "NoSchedule"}]}},
+            {"metadata": {"name": "worker-2"}, "spec": {}}]})));
     script.push(
         Expect::get(&format!("{NS}/events"))
             .query("fieldSelector", "involvedObject.name=torchship-server-abc")
@@ -220,7 +225,7 @@ async fn a_stuck_rollout_times_out_with_an_untolerated_taint_diagnosis() {
                 "metadata": {"name": "e1", "namespace": "torchship"},
                 "involvedObject": {"kind": "Pod", "name": "torchship-server-abc"},
                 "reason": "FailedScheduling", "type": "Warning",
-                "message": "0/2 nodes are available: 1 node(s) had untolerated taint {role: pytorch}, 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."}]})),
+                "message": "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint(s). preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."}]})),
     );
     let standin = StandIn::start(script).await;
     let (code, out, err) = deployer(&standin, &["apply", "--timeout", "1s"]).await;
@@ -230,7 +235,7 @@ async fn a_stuck_rollout_times_out_with_an_untolerated_taint_diagnosis() {
         err.contains("the rollout did not finish within 1s"),
         "{err}"
     );
-    assert!(err.contains("pod torchship-server-abc cannot be scheduled: 1 node(s) had untolerated taint {role: pytorch}: the pods do not tolerate the taint"), "{err}");
+    assert!(err.contains("pod torchship-server-abc cannot be scheduled: 1 node(s) had untolerated taint(s): the pods do not tolerate the taint worker-1: role=pytorch:NoSchedule"), "{err}");
     assert!(err.contains("--node NAME"), "{err}");
 }
 
