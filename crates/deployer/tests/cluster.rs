@@ -526,3 +526,18 @@ async fn unreachable_cluster_invalid_object_and_missing_node_are_explained() {
     assert_eq!(code, 2);
     assert!(err.contains("node 'nope' does not exist"), "{err}");
 }
+
+/// A `--timeout` that would overflow the rollout deadline is refused at parse time, no panic.
+#[test]
+fn an_absurd_timeout_is_refused_without_a_panic() {
+    for flag in ["--timeout", "--poll-interval"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+            .args(["status", flag, "18446744073709551615s"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("longer than a year"), "{flag}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag}: {stderr}");
+    }
+}

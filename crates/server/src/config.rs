@@ -218,7 +218,8 @@ impl BatchOverrides {
             config.batching.dynamic = d;
         }
         if let Some(d) = self.max_queue_delay {
-            config.batching.max_queue_delay_us = d.as_micros() as u64;
+            // parse_duration caps at a year, so this always fits; saturate rather than truncate.
+            config.batching.max_queue_delay_us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         }
         if let Some(n) = self.max_queue_size {
             config.batching.max_queue_size = n;

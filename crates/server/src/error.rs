@@ -18,6 +18,8 @@ pub const OUTCOMES: &[&str] = &[
     "body_read_failed",
     "model_control_disabled",
     "load_failed",
+    "method_not_allowed",
+    "bad_request",
     "queue_full",
     "overloaded",
     "body_timeout",
@@ -60,6 +62,14 @@ pub enum ApiError {
     /// The body could not be read (client went away, broken framing).
     #[error("cannot read request body: {0}")]
     BodyRead(String),
+    /// A known path asked with a method it does not take (the router adds `Allow`, listing those
+    /// it does).
+    #[error("{method} is not allowed on {path} (the Allow header lists the methods that are)")]
+    MethodNotAllowed { method: String, path: String },
+    /// The router refused the request before a handler ran (e.g. a path parameter that is not
+    /// valid UTF-8 once percent-decoded); the router's own reason.
+    #[error("{0}")]
+    BadRequest(String),
     /// The runtime could not serve it.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -78,6 +88,8 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::LoadFailed(_) => "load_failed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::BadRequest(_) => "bad_request",
             ApiError::Runtime(e) => e.kind(),
         }
     }
@@ -87,7 +99,9 @@ impl ApiError {
             ApiError::MalformedJson(_)
             | ApiError::InvalidInput(_)
             | ApiError::BodyRead(_)
-            | ApiError::LoadFailed(_) => StatusCode::BAD_REQUEST,
+            | ApiError::LoadFailed(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -182,6 +196,15 @@ mod tests {
                 403,
                 "model_control_disabled",
             ),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "GET".into(),
+                    path: "/p".into(),
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
         ];
         for (err, status, kind) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

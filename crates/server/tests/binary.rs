@@ -72,3 +72,20 @@ fn a_missing_repository_fails_fast_and_says_which() {
         "{stderr}"
     );
 }
+
+/// A duration that would overflow a deadline (`Instant + d`) is refused at start-up with a clear
+/// message, never a panic on the first request.
+#[test]
+fn an_absurd_duration_flag_is_refused_without_a_panic() {
+    for flag in ["--default-timeout", "--drain-timeout", "--max-queue-delay"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--port", "0", flag, "18446744073709551615s"])
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("longer than a year"), "{flag}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag}: {stderr}");
+    }
+}

@@ -207,3 +207,37 @@ async fn metrics_can_also_be_served_on_their_own_port() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// hyper accepts any token as a method: 1,000 requests with made-up methods must not add a series
+/// each to torchship_http_requests_total (they are labelled `other`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_do_not_grow_the_metric_series() {
+    let server = TestServer::demo().await;
+    let http = Client::new();
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("torchship_http_requests_total{"))
+            .filter(|l| !l.contains("route=\"/metrics\"")) // the scrapes themselves
+            .count()
+    };
+    let send = |i: usize| {
+        let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
+        http.request(method, server.url("/v2/models/digits")).send()
+    };
+    for i in 0..5 {
+        send(i).await.unwrap();
+    }
+    let after_few = series(&common::scrape(&http, &server.base).await);
+    for i in 5..1000 {
+        send(i).await.unwrap();
+    }
+    let text = common::scrape(&http, &server.base).await;
+    assert_eq!(series(&text), after_few, "a series per method token");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("torchship_http_requests_total{")
+                && l.contains("method=\"other\"")
+                && l.ends_with(" 1000")),
+        "the 1,000 counted as method=\"other\":\n{text}"
+    );
+}

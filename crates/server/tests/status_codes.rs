@@ -1,4 +1,4 @@
-//! Every row of the status-code table in PROTOCOL.md, through real HTTP: the status, the JSON error
+//! Every row of the README's error table (the status-code table), through real HTTP: the status, the JSON error
 //! body with its stable `error_type`, and that the server still answers the next valid request.
 
 mod common;
@@ -220,5 +220,89 @@ async fn server_deadline_is_504() {
     wait_inflight(&http, &server, "slow", 0.0).await;
     let r = http.post(&url).json(&slow(0, None)).send().await.unwrap();
     assert_eq!(r.status(), 200, "after a 504, a valid request failed");
+    server.stop().await;
+}
+
+/// The router's own refusals get the same JSON body as every other error, and are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_is_a_json_405_and_an_undecodable_path_a_json_400() {
+    let server = TestServer::start(ServerConfig::for_repository(fixture_with(
+        "status405",
+        &["multi"],
+    )))
+    .await;
+    let http = Client::new();
+    let r = http
+        .get(server.url("/v2/models/multi/infer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers().get("allow").map(|v| v.to_str().unwrap()),
+        Some("POST"),
+        "Allow header"
+    );
+    expect_error(r, 405, "method_not_allowed", "GET on infer").await;
+    let r = http
+        .post(server.url("/v2/models/%FF/infer"))
+        .json(&valid())
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request", "a model name that is not UTF-8").await;
+    still_serves(&http, &server, "the router's refusals").await;
+
+    let text = common::scrape(&http, &server.base).await;
+    let counted = |route: &str, method: &str, status: &str| {
+        metric(
+            &text,
+            "torchship_http_requests_total",
+            &[("route", route), ("method", method), ("status", status)],
+        )
+    };
+    assert_eq!(
+        counted("/v2/models/{model}/infer", "GET", "405"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        counted("/v2/models/{model}/infer", "POST", "400"),
+        1.0,
+        "{text}"
+    );
+    server.stop().await;
+}
+
+/// `--max-inflight` reached: 429 `overloaded` at once, with Retry-After, counted in
+/// torchship_request_total under the model like every other outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inflight_limit_is_429_overloaded_and_counted() {
+    let mut config = ServerConfig::for_repository(fixture_with("inflight", &["slow"]));
+    config.max_inflight = 1;
+    let server = TestServer::start(config).await;
+    let http = Client::new();
+    let url = server.url("/v2/models/slow/infer");
+    let a = tokio::spawn(http.post(&url).json(&slow(BUSY, None)).send());
+    wait_inflight(&http, &server, "slow", 1.0).await;
+    let b = http.post(&url).json(&slow(0, None)).send().await.unwrap();
+    assert_eq!(b.headers()["retry-after"], "1");
+    expect_error(b, 429, "overloaded", "in-flight limit").await;
+    assert_eq!(a.await.unwrap().unwrap().status(), StatusCode::OK);
+    let r = http.post(&url).json(&slow(0, None)).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "after the overload, a valid request failed"
+    );
+    let text = common::scrape(&http, &server.base).await;
+    let outcome = |o: &str| {
+        metric(
+            &text,
+            "torchship_request_total",
+            &[("model", "slow"), ("version", "1"), ("outcome", o)],
+        )
+    };
+    assert_eq!(outcome("overloaded"), 1.0, "{text}");
+    assert_eq!(outcome("success"), 2.0, "{text}");
     server.stop().await;
 }

@@ -13,45 +13,38 @@ pub mod repository;
 pub mod v2;
 
 use axum::body::{Body, Bytes};
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::BoxError;
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::ServiceBuilder;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Every route the server answers. Inference routes share one in-flight limit (a second line behind
-/// the per-model queues) that answers 429 at once instead of queueing; health and metrics are
-/// outside it, so probes and scrapes still answer under overload.
+/// Admission to the inference routes: one in-flight limit (`--max-inflight`, a second line behind
+/// the per-model queues) that answers 429 at once instead of queueing, taken before the body is
+/// read. The permit is held until the answer is ready. Health and metrics never take one, so probes
+/// and scrapes still answer under overload.
+pub fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state
+        .inflight()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded)
+}
+
+/// Every route the server answers.
 pub fn router(state: AppState) -> Router {
-    let inference = Router::new()
+    let body_timeout = state.config().body_timeout;
+    Router::new()
         .route("/v2/models/{model}/infer", post(v2::infer))
         .route(
             "/v2/models/{model}/versions/{version}/infer",
             post(v2::infer),
         )
         .route("/predict", post(predict::predict))
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: BoxError| async {
-                    ApiError::Overloaded
-                }))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::with_semaphore(
-                    state.inflight(),
-                )),
-        );
-    let body_timeout = state.config().body_timeout;
-    Router::new()
-        .merge(inference)
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
         .route("/healthz", get(health::live))
@@ -81,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(axum::middleware::from_fn(json_rejections))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
@@ -109,6 +103,36 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics().encode(),
     )
+}
+
+/// The router's own answers (an empty 405 for a known path with another method, a plain-text
+/// 400 for a path parameter it cannot decode) as the same `{"error", "error_type"}` JSON as every
+/// other error, `Allow` kept; inside `observe`, so they are counted like the rest.
+async fn json_rejections(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, path) = (
+        request.method().to_string(),
+        request.uri().path().to_string(),
+    );
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::BAD_REQUEST) {
+        return response;
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        // axum's method router sets `Allow` on the answer after this layer has run.
+        return ApiError::MethodNotAllowed { method, path }.into_response();
+    }
+    let body = response.into_body();
+    // Rejection texts are short; anything longer is cut rather than read whole.
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    ApiError::BadRequest(String::from_utf8_lossy(&text).trim().to_string()).into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

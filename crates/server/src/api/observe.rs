@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -43,6 +43,27 @@ fn client_id(v: &HeaderValue) -> Option<String> {
         .then(|| s.to_string())
 }
 
+/// The method as a metric label, from a fixed set: hyper accepts any token as a method, and a
+/// label per token would let a client create series without bound.
+pub fn method_label(m: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|k| *k == m)
+        .map(|k| k.as_str())
+        .unwrap_or("other")
+}
+
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -62,7 +83,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
-    state.metrics().http(&route, method.as_str(), status);
+    state.metrics().http(&route, method_label(&method), status);
     tracing::info!(
         target: "torchship::access",
         request_id = %id,
@@ -78,6 +99,18 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_labels_come_from_a_fixed_set() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::GET), "GET");
+        for token in ["FOO1", "get", "PROPFIND"] {
+            assert_eq!(
+                method_label(&Method::from_bytes(token.as_bytes()).unwrap()),
+                "other"
+            );
+        }
+    }
 
     #[test]
     fn ids_are_unique_and_client_ids_are_checked() {

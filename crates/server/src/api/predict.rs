@@ -88,6 +88,9 @@ fn argmax_rows(out: &TensorData) -> Option<Vec<usize>> {
 }
 
 pub async fn predict(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    // Admitted before the body is read; the model is named in the body, so an overloaded /predict
+    // is counted in the HTTP metrics (429) but under no model.
+    let _permit = super::admit(&state)?;
     let body = read_body(body, state.max_body_size()).await?;
     let request: PredictRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;

@@ -105,7 +105,11 @@ pub async fn infer(
     body: Body,
 ) -> Result<Response, ApiError> {
     let model = state.lookup(&path.model, path.version.as_deref())?;
-    observed(&state, &model, infer_on(&state, &model, &headers, body)).await
+    observed(&state, &model, async {
+        let _permit = super::admit(&state)?;
+        infer_on(&state, &model, &headers, body).await
+    })
+    .await
 }
 
 /// Runs one inference request of `model`, counting its outcome (`success` or the error kind) and
