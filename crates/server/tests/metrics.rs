@@ -61,7 +61,7 @@ async fn scripted_requests_move_exactly_the_expected_counters() {
 
     let after = scrape().await;
     let d = |name: &str, labels: &[(&str, &str)]| {
-        metric(&after, name, labels) - metric(&before, name, labels)
+        metric(&after, name, labels) - common::metric_or_zero(&before, name, labels)
     };
     let mv: &[(&str, &str)] = &[("model", "digits"), ("version", "1")];
     let with = |extra: (&'static str, &'static str)| {

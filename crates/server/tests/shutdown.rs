@@ -99,6 +99,10 @@ async fn sigterm_mid_load_drops_nothing() {
     }
     let t0 = Instant::now();
     while ok.load(Ordering::Acquire) < 50 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the load never reached 50 answers"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Long requests that will still be running (one) and queued (one) when the listener closes.
@@ -122,6 +126,10 @@ async fn sigterm_mid_load_drops_nothing() {
         {
             break;
         }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the long requests never got placed (one running, one queued)"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

@@ -187,8 +187,22 @@ pub fn fixture_with(tag: &str, keep: &[&str]) -> PathBuf {
     dir
 }
 
-/// Reads one sample's value from Prometheus text (exact label set, any label order).
+/// Reads one sample's value from Prometheus text (exact label set, any label order). A missing
+/// series is a failure, not 0: an assert that it is 0 must be able to fail.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(text, name, labels).unwrap_or_else(|| {
+        let same_name: Vec<&str> = text.lines().filter(|l| l.starts_with(name)).collect();
+        panic!("no series {name}{labels:?} in /metrics; of that name there are: {same_name:#?}")
+    })
+}
+
+/// As [`metric`], where no series yet means 0: a counter's series appears with its first
+/// increment, so a scrape taken before any request has none.
+pub fn metric_or_zero(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(text, name, labels).unwrap_or(0.0)
+}
+
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').unwrap();
         let (metric_name, rest) = series.split_once('{').unwrap_or((series, "}"));
@@ -211,10 +225,10 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         got.sort();
         want.sort();
         if got == want {
-            return value.parse().unwrap();
+            return Some(value.parse().unwrap());
         }
     }
-    0.0
+    None
 }
 
 /// The real `server` binary, started as `cargo run -p server` would (no LD_LIBRARY_PATH), on port 0.
