@@ -8,29 +8,17 @@ use protocol::ErrorBody;
 
 use crate::runtime::RuntimeError;
 
-/// Every value the `outcome` metric label can take: `success` and each error's `kind()`.
-pub const OUTCOMES: &[&str] = &[
-    "success",
-    "malformed_json",
-    "invalid_input",
-    "model_not_found",
-    "payload_too_large",
-    "body_read_failed",
-    "model_control_disabled",
-    "load_failed",
-    "method_not_allowed",
-    "bad_request",
-    "queue_full",
-    "overloaded",
-    "body_timeout",
-    "model_not_ready",
-    "deadline_exceeded",
-    "client_timeout",
-    "inference_failed",
-    "tensor_error",
-    "output_mismatch",
-    "inference_panicked",
-];
+/// Every value the `outcome` metric label can take: `success` and the `kind()` of one value of
+/// each error variant ([`ApiError::one_of_each`]), derived rather than copied.
+pub fn outcomes() -> Vec<&'static str> {
+    let mut all = vec!["success"];
+    for e in ApiError::one_of_each() {
+        if !all.contains(&e.kind()) {
+            all.push(e.kind());
+        }
+    }
+    all
+}
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +64,36 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// One value of every variant, runtime errors included (both kinds of deadline). A variant
+    /// missing here fails `one_of_each_covers_every_variant`: [`variant`]'s match is exhaustive.
+    pub fn one_of_each() -> Vec<ApiError> {
+        let s = || String::from("x");
+        vec![
+            ApiError::MalformedJson(s()),
+            ApiError::InvalidInput(s()),
+            ApiError::ModelNotFound(s()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::Forbidden(s()),
+            ApiError::LoadFailed(s()),
+            ApiError::Overloaded,
+            ApiError::BodyTimeout,
+            ApiError::BodyRead(s()),
+            ApiError::MethodNotAllowed {
+                method: s(),
+                path: s(),
+            },
+            ApiError::BadRequest(s()),
+            RuntimeError::QueueFull(1).into(),
+            RuntimeError::NotReady(s()).into(),
+            RuntimeError::DeadlineExceeded { client: false }.into(),
+            RuntimeError::DeadlineExceeded { client: true }.into(),
+            RuntimeError::Torch(s()).into(),
+            RuntimeError::Tensor(s()).into(),
+            RuntimeError::OutputMismatch(s()).into(),
+            RuntimeError::Panicked(s()).into(),
+        ]
+    }
+
     /// Stable label used as `error_type` and in metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -167,6 +185,82 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
+    /// A distinct number per variant (and per deadline kind); the match is exhaustive, so a new
+    /// variant does not compile until it has one, and then must be in `one_of_each`.
+    fn variant(e: &ApiError) -> usize {
+        match e {
+            ApiError::MalformedJson(_) => 0,
+            ApiError::InvalidInput(_) => 1,
+            ApiError::ModelNotFound(_) => 2,
+            ApiError::PayloadTooLarge(_) => 3,
+            ApiError::Forbidden(_) => 4,
+            ApiError::LoadFailed(_) => 5,
+            ApiError::Overloaded => 6,
+            ApiError::BodyTimeout => 7,
+            ApiError::BodyRead(_) => 8,
+            ApiError::MethodNotAllowed { .. } => 9,
+            ApiError::BadRequest(_) => 10,
+            ApiError::Runtime(r) => match r {
+                RuntimeError::QueueFull(_) => 11,
+                RuntimeError::NotReady(_) => 12,
+                RuntimeError::DeadlineExceeded { client: false } => 13,
+                RuntimeError::DeadlineExceeded { client: true } => 14,
+                RuntimeError::Torch(_) => 15,
+                RuntimeError::Tensor(_) => 16,
+                RuntimeError::OutputMismatch(_) => 17,
+                RuntimeError::Panicked(_) => 18,
+            },
+        }
+    }
+
+    #[test]
+    fn one_of_each_covers_every_variant() {
+        let mut seen: Vec<usize> = ApiError::one_of_each().iter().map(variant).collect();
+        seen.sort();
+        assert_eq!(seen, (0..=18).collect::<Vec<_>>());
+        let kinds = outcomes();
+        assert_eq!(kinds.len(), 20, "success and 19 distinct kinds: {kinds:?}");
+    }
+
+    /// The README's error table lists exactly these kinds, each with its status code.
+    #[test]
+    fn the_readme_error_table_lists_every_kind_with_its_status() {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("### Errors")
+            .nth(1)
+            .expect("README has ### Errors");
+        let rows: Vec<(String, String)> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("| case |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[2].to_string(), cells[3].trim_matches('`').to_string())
+            })
+            .collect();
+        let mut listed: Vec<&str> = rows.iter().map(|(_, k)| k.as_str()).collect();
+        listed.sort();
+        listed.dedup();
+        let mut kinds = outcomes();
+        kinds.retain(|k| *k != "success");
+        kinds.sort();
+        assert_eq!(
+            listed, kinds,
+            "the README's error table and the code's kinds"
+        );
+        for e in ApiError::one_of_each() {
+            let status = e.status().as_u16().to_string();
+            assert!(
+                rows.iter()
+                    .any(|(st, k)| k == e.kind() && st.starts_with(&status)),
+                "README row for {} says another status than {status}: {rows:?}",
+                e.kind()
+            );
+        }
+    }
+
     #[test]
     fn statuses_follow_the_protocol_table() {
         let cases = [
@@ -209,7 +303,7 @@ mod tests {
         for (err, status, kind) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");
             assert_eq!(err.kind(), kind);
-            assert!(OUTCOMES.contains(&kind), "{kind} missing from OUTCOMES");
+            assert!(outcomes().contains(&kind), "{kind} missing from outcomes()");
         }
     }
 

@@ -162,7 +162,7 @@ impl Metrics {
     pub fn forget_model(&self, model: &str, version: u64) {
         let v = version.to_string();
         let l = &[model, v.as_str()];
-        for outcome in crate::error::OUTCOMES {
+        for outcome in crate::error::outcomes() {
             let _ = self.requests.remove_label_values(&[model, &v, outcome]);
         }
         for vec in [&self.rows, &self.executions] {
