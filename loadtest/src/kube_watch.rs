@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde::Serialize;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -74,24 +73,10 @@ pub async fn client(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
 ) -> Result<Client, LoadError> {
-    let err = |e: String| LoadError::Kube(e);
-    let config = if kubeconfig.is_some() || context.is_some() {
-        let file = match kubeconfig {
-            Some(p) => Kubeconfig::read_from(p),
-            None => Kubeconfig::read(),
-        }
-        .map_err(|e| err(e.to_string()))?;
-        let options = KubeConfigOptions {
-            context: context.map(str::to_string),
-            ..Default::default()
-        };
-        Config::from_custom_kubeconfig(file, &options)
-            .await
-            .map_err(|e| err(e.to_string()))?
-    } else {
-        Config::infer().await.map_err(|e| err(e.to_string()))?
-    };
-    Client::try_from(config).map_err(|e| err(e.to_string()))
+    let (client, _server) = torchship_kube::client(kubeconfig, context)
+        .await
+        .map_err(LoadError::Kube)?;
+    Ok(client)
 }
 
 /// The running watchers.
@@ -110,20 +95,7 @@ fn seconds_since(start: Instant) -> f64 {
 fn hpa_point(h: &HorizontalPodAutoscaler, t: f64) -> HpaPoint {
     let spec = h.spec.as_ref();
     let status = h.status.as_ref();
-    let cpu_target = spec
-        .and_then(|s| s.metrics.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.resource.as_ref())
-        .find(|r| r.name == "cpu")
-        .and_then(|r| r.target.average_utilization);
-    let cpu = status
-        .and_then(|s| s.current_metrics.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.resource.as_ref())
-        .find(|r| r.name == "cpu")
-        .and_then(|r| r.current.average_utilization);
+    let (cpu, cpu_target) = torchship_kube::resource_metric(h, "cpu");
     let blocked = status
         .and_then(|s| s.conditions.as_ref())
         .into_iter()

@@ -7,8 +7,7 @@ use std::io::Write;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -30,26 +29,10 @@ impl Cluster {
     /// Connects with --kubeconfig/--context, or the usual inference (KUBECONFIG, ~/.kube/config,
     /// in-cluster).
     pub async fn connect(opts: &Options) -> Result<Cluster, DeployError> {
-        let config = if opts.kubeconfig.is_some() || opts.context.is_some() {
-            let kubeconfig = match &opts.kubeconfig {
-                Some(p) => Kubeconfig::read_from(p),
-                None => Kubeconfig::read(),
-            }
-            .map_err(|e| DeployError::Config(e.to_string()))?;
-            let options = KubeConfigOptions {
-                context: opts.context.clone(),
-                ..Default::default()
-            };
-            Config::from_custom_kubeconfig(kubeconfig, &options)
+        let (client, server) =
+            torchship_kube::client(opts.kubeconfig.as_deref(), opts.context.as_deref())
                 .await
-                .map_err(|e| DeployError::Config(e.to_string()))?
-        } else {
-            Config::infer()
-                .await
-                .map_err(|e| DeployError::Config(e.to_string()))?
-        };
-        let server = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|e| DeployError::Config(e.to_string()))?;
+                .map_err(DeployError::Config)?;
         Ok(Cluster { client, server })
     }
 

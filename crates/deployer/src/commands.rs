@@ -47,19 +47,11 @@ pub async fn status(
     );
     for m in spec.metrics.iter().flatten() {
         if let Some(r) = &m.resource {
-            let current = st
-                .current_metrics
-                .iter()
-                .flatten()
-                .find_map(|c| c.resource.as_ref().filter(|cr| cr.name == r.name))
-                .and_then(|cr| cr.current.average_utilization)
+            let (current, target) = torchship_kube::resource_metric(&hpa, &r.name);
+            let current = current
                 .map(|u| format!("{u}%"))
                 .unwrap_or_else(|| "<unknown>".into());
-            let target = r
-                .target
-                .average_utilization
-                .map(|u| format!("{u}%"))
-                .unwrap_or_default();
+            let target = target.map(|u| format!("{u}%")).unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  resource {} on pods (as a percentage of request): {current} / {target}",
