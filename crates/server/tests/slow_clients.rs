@@ -59,3 +59,46 @@ async fn slow_headers_are_cut_off_and_slow_bodies_get_408() {
     assert_eq!(r.status(), 200);
     server.stop().await;
 }
+
+/// A client that sends a body far over the limit in one go (as Python's http.client does: the
+/// whole body, then it reads) gets to read the 413: the server drains what follows the limit
+/// (bounded) instead of closing on a client that is still writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_body_is_drained_so_the_client_reads_the_413() {
+    let mut config = ServerConfig::for_repository(common::models_dir());
+    config.max_body_size = 1 << 20;
+    let server = TestServer::start(config).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let body = vec![b' '; 80 << 20];
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body)
+        .await
+        .expect("the whole 80 MB body is accepted (read and dropped), not cut off");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&answer).contains("payload_too_large") {
+        assert!(
+            Instant::now() < deadline,
+            "no 413 body: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("payload_too_large"), "{text}");
+    server.stop().await;
+}

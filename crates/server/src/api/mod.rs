@@ -18,7 +18,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 
 use crate::error::ApiError;
@@ -139,15 +140,45 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::ModelNotFound(format!("no such endpoint: {}", uri.path()))
 }
 
-/// Reads a whole body up to `limit` bytes; more is a 413, without reading the rest.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge(limit))
+/// How much of an oversized body is still read (and dropped) after the limit: a client that is
+/// still sending cannot read the 413 if the server stops reading and closes (it sees a broken pipe
+/// or a reset instead). Past this much, or after `--body-timeout` without data, the server gives up
+/// and the connection is closed. It costs bandwidth, never memory.
+const DRAIN_AFTER_LIMIT: usize = 256 << 20;
+
+/// Reads a whole body up to `limit` bytes; more is a 413, sent after the rest is drained (bounded).
+pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(body_error)?.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > limit {
+            drain(body, DRAIN_AFTER_LIMIT).await;
+            return Err(ApiError::PayloadTooLarge(limit));
         }
-        Err(e) if caused_by::<TimeoutError>(e.as_ref()) => Err(ApiError::BodyTimeout),
-        Err(e) => Err(ApiError::BodyRead(e.to_string())),
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops up to `budget` more bytes of the body; stops early on an error or its end.
+async fn drain(mut body: Body, budget: usize) {
+    let mut left = budget;
+    while let Some(Ok(frame)) = body.frame().await {
+        let n = frame.data_ref().map_or(0, |d| d.len());
+        if n >= left {
+            return;
+        }
+        left -= n;
+    }
+}
+
+fn body_error(e: axum::Error) -> ApiError {
+    if caused_by::<TimeoutError>(&e) {
+        ApiError::BodyTimeout
+    } else {
+        ApiError::BodyRead(e.to_string())
     }
 }
 
