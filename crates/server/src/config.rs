@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::control_key::ControlKey;
+
 /// Where forward passes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -167,6 +169,24 @@ pub struct Args {
     #[arg(long, env = "TORCHSHIP_METRICS_PORT")]
     pub metrics_port: Option<u16>,
 
+    /// Restrict the repository endpoints (index, load, unload) to callers that send this key in
+    /// --control-key-header (compared in constant time; at least 16 characters). Prefer the env
+    /// var or --control-key-file: a flag's value is visible in the process list.
+    #[arg(long, env = "TORCHSHIP_CONTROL_KEY", hide_env_values = true)]
+    pub control_key: Option<String>,
+
+    /// Read the control key from this file (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "TORCHSHIP_CONTROL_KEY_FILE")]
+    pub control_key_file: Option<PathBuf>,
+
+    /// The request header that carries the control key.
+    #[arg(
+        long,
+        env = "TORCHSHIP_CONTROL_KEY_HEADER",
+        default_value = "x-torchship-control-key"
+    )]
+    pub control_key_header: String,
+
     /// Log format: text for people, json for log collectors. Filter with RUST_LOG.
     #[arg(long, env = "TORCHSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -197,6 +217,8 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
+    /// With a key, the repository endpoints require it.
+    pub control_key: Option<ControlKey>,
 }
 
 /// Command-line overrides of every model's batching settings.
@@ -228,8 +250,14 @@ impl BatchOverrides {
 }
 
 impl Args {
-    pub fn into_config(self) -> ServerConfig {
-        ServerConfig {
+    /// The typed config; fails only on a control key that cannot be read or is too short.
+    pub fn into_config(self) -> Result<ServerConfig, String> {
+        let control_key = ControlKey::load(
+            &self.control_key_header,
+            self.control_key.as_deref(),
+            self.control_key_file.as_deref(),
+        )?;
+        Ok(ServerConfig {
             addr: SocketAddr::new(self.host, self.port),
             model_repository: self.model_repository,
             device: self.device,
@@ -251,7 +279,8 @@ impl Args {
             body_timeout: self.body_timeout,
             shutdown_delay: self.shutdown_delay,
             drain_timeout: self.drain_timeout,
-        }
+            control_key,
+        })
     }
 }
 
@@ -283,6 +312,7 @@ impl ServerConfig {
             body_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(20),
+            control_key: None,
         }
     }
 }
@@ -325,7 +355,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_readme() {
-        let c = Args::parse_from(["server"]).into_config();
+        let c = Args::parse_from(["server"]).into_config().unwrap();
         assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.model_repository, PathBuf::from("models"));
         assert_eq!(c.device, DeviceChoice::Auto);
@@ -338,7 +368,8 @@ mod tests {
             "--max-queue-delay",
             "2ms",
         ])
-        .into_config();
+        .into_config()
+        .unwrap();
         assert_eq!(c.overrides.dynamic, Some(false));
         assert_eq!(c.overrides.max_queue_delay, Some(Duration::from_millis(2)));
     }

@@ -54,6 +54,12 @@ pub enum ApiError {
     /// it does).
     #[error("{method} is not allowed on {path} (the Allow header lists the methods that are)")]
     MethodNotAllowed { method: String, path: String },
+    /// A restricted endpoint without the control key header (its name given).
+    #[error("this endpoint is restricted: send the control key in the {0} header")]
+    ControlKeyMissing(String),
+    /// A restricted endpoint with a wrong control key.
+    #[error("the control key in the {0} header is not the server's")]
+    ControlKeyRejected(String),
     /// The router refused the request before a handler ran (e.g. a path parameter that is not
     /// valid UTF-8 once percent-decoded); the router's own reason.
     #[error("{0}")]
@@ -83,6 +89,8 @@ impl ApiError {
                 path: s(),
             },
             ApiError::BadRequest(s()),
+            ApiError::ControlKeyMissing(s()),
+            ApiError::ControlKeyRejected(s()),
             RuntimeError::QueueFull(1).into(),
             RuntimeError::NotReady(s()).into(),
             RuntimeError::DeadlineExceeded { client: false }.into(),
@@ -108,6 +116,8 @@ impl ApiError {
             ApiError::LoadFailed(_) => "load_failed",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::ControlKeyMissing(_) => "control_key_missing",
+            ApiError::ControlKeyRejected(_) => "control_key_rejected",
             ApiError::Runtime(e) => e.kind(),
         }
     }
@@ -120,7 +130,8 @@ impl ApiError {
             | ApiError::LoadFailed(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ControlKeyRejected(_) => StatusCode::FORBIDDEN,
+            ApiError::ControlKeyMissing(_) => StatusCode::UNAUTHORIZED,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Runtime(RuntimeError::DeadlineExceeded { client: true }) => {
@@ -200,15 +211,17 @@ mod tests {
             ApiError::BodyRead(_) => 8,
             ApiError::MethodNotAllowed { .. } => 9,
             ApiError::BadRequest(_) => 10,
+            ApiError::ControlKeyMissing(_) => 11,
+            ApiError::ControlKeyRejected(_) => 12,
             ApiError::Runtime(r) => match r {
-                RuntimeError::QueueFull(_) => 11,
-                RuntimeError::NotReady(_) => 12,
-                RuntimeError::DeadlineExceeded { client: false } => 13,
-                RuntimeError::DeadlineExceeded { client: true } => 14,
-                RuntimeError::Torch(_) => 15,
-                RuntimeError::Tensor(_) => 16,
-                RuntimeError::OutputMismatch(_) => 17,
-                RuntimeError::Panicked(_) => 18,
+                RuntimeError::QueueFull(_) => 13,
+                RuntimeError::NotReady(_) => 14,
+                RuntimeError::DeadlineExceeded { client: false } => 15,
+                RuntimeError::DeadlineExceeded { client: true } => 16,
+                RuntimeError::Torch(_) => 17,
+                RuntimeError::Tensor(_) => 18,
+                RuntimeError::OutputMismatch(_) => 19,
+                RuntimeError::Panicked(_) => 20,
             },
         }
     }
@@ -217,9 +230,9 @@ mod tests {
     fn one_of_each_covers_every_variant() {
         let mut seen: Vec<usize> = ApiError::one_of_each().iter().map(variant).collect();
         seen.sort();
-        assert_eq!(seen, (0..=18).collect::<Vec<_>>());
+        assert_eq!(seen, (0..=20).collect::<Vec<_>>());
         let kinds = outcomes();
-        assert_eq!(kinds.len(), 20, "success and 19 distinct kinds: {kinds:?}");
+        assert_eq!(kinds.len(), 22, "success and 21 distinct kinds: {kinds:?}");
     }
 
     /// The README's error table lists exactly these kinds, each with its status code.

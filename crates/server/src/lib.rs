@@ -2,7 +2,8 @@
 //! [`serve`].
 //!
 //! Map of the crate:
-//! - [`config`]: flags (each with a `TORCHSHIP_*` env var) and the typed [`ServerConfig`].
+//! - [`config`]: flags (each with a `TORCHSHIP_*` env var) and the typed [`ServerConfig`];
+//!   [`control_key`]: the key restricted endpoints require.
 //! - [`repository`]: the Triton-like model repository on disk and each model's `config.toml`.
 //! - [`runtime`]: libtorch: dedicated OS threads per model version own the `CModule`s, fed by a bounded
 //!   queue; tensors cross as bytes ([`runtime::TensorData`]).
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod config;
+pub mod control_key;
 pub mod cuda;
 pub mod error;
 pub mod healthcheck;

@@ -63,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(i32::from(probe.is_err()));
     }
     init_logging(args.log_format);
-    let config = args.into_config();
+    let config = args
+        .into_config()
+        .map_err(anyhow::Error::msg)
+        .context("reading the control key")?;
     let (addr, metrics_addr) = (config.addr, config.metrics_addr);
     let repository = config.model_repository.display().to_string();
     // Configuration mistakes (bad repository, missing CUDA) fail before the port is taken.

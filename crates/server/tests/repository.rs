@@ -266,3 +266,77 @@ async fn explicit_model_control_loads_and_unloads_inside_the_repository_only() {
     );
     server.stop().await;
 }
+
+/// With a control key, index, load and unload answer only callers that send it: a JSON 401
+/// without the header, a JSON 403 with another key, both counted; the key itself works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_key_restricts_the_repository_endpoints() {
+    let key = "5f2b8c0e9d7a4b1c3e6f8a0d2c4b6e8f";
+    let mut config = ServerConfig::for_repository(fixture_with("restricted", &["multi"]));
+    config.model_control = ModelControl::Explicit;
+    config.control_key =
+        server::control_key::ControlKey::load("x-torchship-control-key", Some(key), None).unwrap();
+    let server = TestServer::start(config).await;
+    let http = Client::new();
+    for path in [
+        "/v2/repository/index",
+        "/v2/repository/models/multi/unload",
+        "/v2/repository/models/multi/load",
+    ] {
+        let r = http.post(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without the key");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error_type"], "control_key_missing", "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("x-torchship-control-key"),
+            "{body}"
+        );
+        let r = http
+            .post(server.url(path))
+            .header(
+                "x-torchship-control-key",
+                "5f2b8c0e9d7a4b1c3e6f8a0d2c4b6e8e",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path} with a wrong key");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error_type"], "control_key_rejected", "{path}: {body}");
+    }
+    // Inference is not restricted, and the key opens the repository endpoints.
+    let r = http
+        .post(server.url("/v2/models/multi/infer"))
+        .json(&multi_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for path in [
+        "/v2/repository/index",
+        "/v2/repository/models/multi/unload",
+        "/v2/repository/models/multi/load",
+    ] {
+        let r = http
+            .post(server.url(path))
+            .header("x-torchship-control-key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} with the key");
+    }
+    let text = common::scrape(&http, &server.base).await;
+    let counted = |route: &str, status: &str| {
+        common::metric(
+            &text,
+            "torchship_http_requests_total",
+            &[("route", route), ("method", "POST"), ("status", status)],
+        )
+    };
+    assert_eq!(counted("/v2/repository/index", "401"), 1.0);
+    assert_eq!(counted("/v2/repository/models/{model}/load", "403"), 1.0);
+    server.stop().await;
+}

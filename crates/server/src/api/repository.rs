@@ -1,8 +1,10 @@
 //! The repository extension: `index` always; `load`/`unload` only under `--model-control explicit`
 //! (loading TorchScript runs code from the file), with model names that cannot leave the repository.
+//! With a control key configured, all three require it ([`crate::control_key`]).
 
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,10 +19,20 @@ struct IndexRequest {
     ready: Option<bool>,
 }
 
+/// The control key, when one is configured.
+fn restricted(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match &state.config().control_key {
+        Some(key) => key.check(headers),
+        None => Ok(()),
+    }
+}
+
 pub async fn index(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Vec<IndexRow>>, ApiError> {
+    restricted(&state, &headers)?;
     let body = read_body(body, 64 << 10).await?;
     let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IndexRequest::default()
@@ -41,16 +53,20 @@ pub async fn index(
 
 pub async fn load(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    restricted(&state, &headers)?;
     state.load(&model).await?;
     Ok(Json(json!({})))
 }
 
 pub async fn unload(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    restricted(&state, &headers)?;
     state.unload(&model).await?;
     Ok(Json(json!({})))
 }
