@@ -183,6 +183,21 @@ async fn full_queue_is_429_and_client_timeout_is_408() {
     )
     .await;
     assert_eq!(a.await.unwrap().unwrap().status(), StatusCode::OK);
+    // B was answered 408 at its deadline, but its entry holds the queue's one slot until the
+    // batcher reaches it, just after A's pass: until then a new request is (rightly) queue_full.
+    let drained = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = common::scrape(&http, &server.base).await;
+        let pending = [("model", "slow"), ("version", "1")];
+        if metric(&text, "torchship_pending_requests", &pending) == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < drained,
+            "B's expired entry never left the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let r = http.post(&url).json(&slow(0, None)).send().await.unwrap();
     assert_eq!(
         r.status(),
