@@ -30,8 +30,9 @@ fi
 # A cluster of the tests' own (its own state folder and network namespace), so a cluster someone
 # started by hand with scripts/cluster.sh up is left alone.
 export TORCHSHIP_CLUSTER_DIR="$root/target/cluster-test"
-# Built here, where the registries can be reached; the namespace has only loopback.
-cargo build --locked -p deployer -p loadtest -p server
+# Built here, where the registries can be reached; the namespace has only loopback. The deployer,
+# loadtest and server binaries the tests run were built by the workspace tests above (a separate
+# `cargo build -p ...` would only rebuild them with other feature unification).
 cargo test --locked -p cluster-e2e --no-run "$@"
 t0=$SECONDS
 trap 'scripts/cluster.sh down' EXIT

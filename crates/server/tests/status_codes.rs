@@ -112,19 +112,35 @@ async fn every_client_error_row() {
 
 /// Polls /metrics until `torchship_inflight_executions` of `model` is `want` (bounded).
 async fn wait_inflight(http: &Client, server: &TestServer, model: &str, want: f64) {
+    let what = format!("inflight never reached {want}");
+    wait_gauge(
+        http,
+        server,
+        "torchship_inflight_executions",
+        model,
+        want,
+        &what,
+    )
+    .await;
+}
+
+/// Polls /metrics until `gauge` of `model` (version 1) is `want`, or fails with `what` (bounded).
+async fn wait_gauge(
+    http: &Client,
+    server: &TestServer,
+    gauge: &str,
+    model: &str,
+    want: f64,
+    what: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = common::scrape(http, &server.base).await;
-        if metric(
-            &text,
-            "torchship_inflight_executions",
-            &[("model", model), ("version", "1")],
-        ) == want
-        {
+        if metric(&text, gauge, &[("model", model), ("version", "1")]) == want {
             return;
         }
-        assert!(Instant::now() < deadline, "inflight never reached {want}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -152,20 +168,15 @@ async fn full_queue_is_429_and_client_timeout_is_408() {
     wait_inflight(&http, &server, "slow", 1.0).await;
     // The queue holds one request: B waits in it, with its own 200 ms timeout.
     let b = tokio::spawn(http.post(&url).json(&slow(0, Some(200_000))).send());
-    let pending_deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = common::scrape(&http, &server.base).await;
-        if metric(
-            &text,
-            "torchship_pending_requests",
-            &[("model", "slow"), ("version", "1")],
-        ) == 1.0
-        {
-            break;
-        }
-        assert!(Instant::now() < pending_deadline, "B never queued");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_gauge(
+        &http,
+        &server,
+        "torchship_pending_requests",
+        "slow",
+        1.0,
+        "B never queued",
+    )
+    .await;
     let started = Instant::now();
     let c = http.post(&url).json(&slow(0, None)).send().await.unwrap();
     assert!(
@@ -185,19 +196,16 @@ async fn full_queue_is_429_and_client_timeout_is_408() {
     assert_eq!(a.await.unwrap().unwrap().status(), StatusCode::OK);
     // B was answered 408 at its deadline, but its entry holds the queue's one slot until the
     // batcher reaches it, just after A's pass: until then a new request is (rightly) queue_full.
-    let drained = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = common::scrape(&http, &server.base).await;
-        let pending = [("model", "slow"), ("version", "1")];
-        if metric(&text, "torchship_pending_requests", &pending) == 0.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < drained,
-            "B's expired entry never left the queue"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let expired = "B's expired entry never left the queue";
+    wait_gauge(
+        &http,
+        &server,
+        "torchship_pending_requests",
+        "slow",
+        0.0,
+        expired,
+    )
+    .await;
     let r = http.post(&url).json(&slow(0, None)).send().await.unwrap();
     assert_eq!(
         r.status(),
