@@ -7,6 +7,7 @@
 //! next request on its slot reconnects; with `--connection-lifetime` one is also replaced once it
 //! is that old (a Service balances connections, not requests).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use crate::check::Check;
 use crate::payload::Payload;
 use crate::stats::Class;
 use crate::LoadError;
@@ -32,12 +34,16 @@ pub struct Target {
     timeout: Duration,
     /// `--connection-lifetime`: reconnect a connection this old before its next request.
     pub lifetime: Option<Duration>,
+    /// Decodes the first successful answer on each connection.
+    pub check: Option<Arc<Check>>,
 }
 
 /// One open connection.
 pub struct Conn {
     sender: Sender,
     opened: tokio::time::Instant,
+    /// Whether an answer on it has been decoded.
+    checked: bool,
 }
 
 enum Sender {
@@ -67,6 +73,7 @@ impl Target {
             h2c,
             timeout,
             lifetime: None,
+            check: None,
         })
     }
 
@@ -106,6 +113,7 @@ impl Target {
             Ok(Conn {
                 sender: Sender::H2(send),
                 opened: tokio::time::Instant::now(),
+                checked: false,
             })
         } else {
             let (send, conn) = http1::handshake(io).await.map_err(|_| Class::Transport)?;
@@ -113,6 +121,7 @@ impl Target {
             Ok(Conn {
                 sender: Sender::H1(send),
                 opened: tokio::time::Instant::now(),
+                checked: false,
             })
         }
     }
@@ -136,7 +145,7 @@ impl Target {
     async fn exchange(&self, slot: &mut Option<Conn>, p: &Payload) -> Result<Class, Class> {
         let mut req = Request::post(self.uri.clone()).header("content-type", p.content_type);
         if let Some(n) = p.header_length {
-            req = req.header("inference-header-content-length", n);
+            req = req.header(protocol::wire::HEADER_LENGTH, n);
         }
         if !self.h2c {
             req = req.header("host", &self.host);
@@ -167,16 +176,35 @@ impl Target {
         }
         .map_err(|_| Class::Transport)?;
         let status = response.status();
-        let mut body = response.into_body();
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|_| Class::Transport)?;
+        if !status.is_success() {
+            drain(response.into_body()).await?;
+            return Ok(Class::Status(status.as_u16()));
         }
-        Ok(if status.is_success() {
-            Class::Ok
-        } else {
-            Class::Status(status.as_u16())
-        })
+        match self.check.as_ref().filter(|_| !conn.checked) {
+            None => drain(response.into_body()).await.map(|_| Class::Ok),
+            Some(check) => {
+                conn.checked = true;
+                let header_length = response
+                    .headers()
+                    .get(protocol::wire::HEADER_LENGTH)
+                    .map(|v| v.as_bytes().to_vec());
+                let body = response.into_body().collect().await;
+                let body = body.map_err(|_| Class::Transport)?.to_bytes();
+                Ok(match check.verify(header_length.as_deref(), &body) {
+                    true => Class::Ok,
+                    false => Class::Undecodable,
+                })
+            }
+        }
     }
+}
+
+/// Reads an answer's body to its end without keeping it.
+async fn drain(mut body: hyper::body::Incoming) -> Result<(), Class> {
+    while let Some(frame) = body.frame().await {
+        frame.map_err(|_| Class::Transport)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

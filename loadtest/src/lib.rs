@@ -5,7 +5,8 @@
 //!
 //! Map of the crate:
 //! - [`cli`]: the flags (names fixed by the interface scripts rely on).
-//! - [`payload`]: request bodies generated from the model's v2 metadata.
+//! - [`payload`]: request bodies generated from the model's v2 metadata, encoded by the shared
+//!   codec (`protocol::codec`); [`check`]: answers decoded by it.
 //! - [`engine`]: open and closed loop sending; [`conn`] the connections it sends on.
 //! - [`schedule`]: open-loop send times for constant rates and `--stages` ramps.
 //! - [`stats`]: HdrHistograms and the per-second series.
@@ -14,6 +15,7 @@
 //! - [`scrape`]: `--scrape-metrics`, the server's queue and batch sizes from its `/metrics`.
 //! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report.
 
+pub mod check;
 pub mod cli;
 pub mod conn;
 pub mod engine;
@@ -121,6 +123,7 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
     };
     let mut target = conn::Target::new(&args.url, &payload.path, args.h2c, args.timeout)?;
     target.lifetime = args.connection_lifetime;
+    target.check = Some(std::sync::Arc::new(check::Check::new(args.api, &meta)));
     let slots = target
         .open(match args.concurrency {
             Some(c) => c.max(1),

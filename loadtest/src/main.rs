@@ -14,14 +14,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     };
     let report = loadtest::run(&args, stop).await?;
     print!("{}", report.text());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_vec_pretty(&report).context("serialising the report")?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.html {
-        std::fs::write(path, loadtest::html::render(&report))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    report.write_files(&args).map_err(anyhow::Error::msg)?;
     let failed = report.check(&args);
     for f in &failed {
         eprintln!("threshold failed: {f}");

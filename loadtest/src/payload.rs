@@ -1,7 +1,7 @@
 //! Request bodies generated from the model's v2 metadata: one row of random data of the right shape
 //! and datatype (seeded, so runs are repeatable), encoded as the chosen API expects.
 
-use protocol::{Datatype, ModelMetadata};
+use protocol::{codec, CodecError, Datatype, ModelMetadata, Tensor};
 use serde_json::{json, Value};
 
 use crate::cli::Api;
@@ -48,10 +48,9 @@ fn element(dt: Datatype, rng: &mut Rng) -> Value {
     }
 }
 
-/// Builds the payload for `api` from the model's metadata (batch dimension 1).
-pub fn build(meta: &ModelMetadata, api: Api, rng: &mut Rng) -> Result<Payload, LoadError> {
+/// One row of seeded random data for each input of the model (batch dimension 1).
+fn inputs(meta: &ModelMetadata, rng: &mut Rng) -> Result<Vec<(String, Tensor)>, LoadError> {
     let mut inputs = Vec::new();
-    let mut raw = Vec::new();
     for t in &meta.inputs {
         let dt = Datatype::parse(&t.datatype).ok_or_else(|| {
             LoadError::Payload(format!(
@@ -66,69 +65,61 @@ pub fn build(meta: &ModelMetadata, api: Api, rng: &mut Rng) -> Result<Payload, L
             .collect();
         let n = protocol::element_count(&shape)
             .ok_or_else(|| LoadError::Payload(format!("input '{}' is too large", t.name)))?;
-        let data: Vec<Value> = (0..n).map(|_| element(dt, rng)).collect();
-        inputs.push((t.name.clone(), shape, dt, data));
+        let data = Value::Array((0..n).map(|_| element(dt, rng)).collect());
+        let mut bytes = Vec::new();
+        protocol::json_to_bytes(&data, dt, &[n as u64], &mut bytes)
+            .map_err(|e| LoadError::Payload(format!("input '{}': {e}", t.name)))?;
+        let tensor = Tensor {
+            datatype: dt,
+            shape,
+            bytes: bytes.into(),
+        };
+        inputs.push((t.name.clone(), tensor));
     }
+    Ok(inputs)
+}
+
+/// Builds the payload for `api` from the model's metadata, through the same codec the server
+/// decodes with.
+pub fn build(meta: &ModelMetadata, api: Api, rng: &mut Rng) -> Result<Payload, LoadError> {
+    let inputs = inputs(meta, rng)?;
     let model = &meta.name;
-    let (path, body, header_length, content_type) = match api {
-        Api::V2 => {
-            let inputs: Vec<Value> = inputs.iter().map(|(name, shape, dt, data)| json!({"name": name, "shape": shape, "datatype": dt.as_str(), "data": data})).collect();
-            (
-                format!("/v2/models/{model}/infer"),
-                serde_json::to_vec(&json!({"inputs": inputs})).expect("JSON"),
-                None,
-                "application/json",
-            )
-        }
-        Api::V2Binary => {
-            let mut header_inputs = Vec::new();
-            for (name, shape, dt, data) in &inputs {
-                let start = raw.len();
-                protocol::json_to_bytes(&Value::Array(data.clone()), *dt, data.len(), &mut raw)
-                    .map_err(|e| LoadError::Payload(e.to_string()))?;
-                header_inputs.push(json!({"name": name, "shape": shape, "datatype": dt.as_str(), "parameters": {"binary_data_size": raw.len() - start}}));
-            }
-            let mut body = serde_json::to_vec(
-                &json!({"inputs": header_inputs, "parameters": {"binary_data_output": true}}),
-            )
-            .expect("JSON");
-            let len = body.len();
-            body.extend_from_slice(&raw);
-            (
-                format!("/v2/models/{model}/infer"),
-                body,
-                Some(len),
-                "application/octet-stream",
-            )
-        }
+    let codec_error = |e: CodecError| LoadError::Payload(e.to_string());
+    let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let (path, encoded) = match api {
+        Api::V2 | Api::V2Binary => (
+            format!("/v2/models/{model}/infer"),
+            codec::encode_request(&named, api == Api::V2Binary).map_err(codec_error)?,
+        ),
         Api::Predict => {
-            let [(_, _, _, data)] = inputs.as_slice() else {
+            let [(_, input)] = named.as_slice() else {
                 return Err(LoadError::Payload(format!(
                     "/predict serves single-input models; '{model}' has {} inputs",
                     inputs.len()
                 )));
             };
-            (
-                "/predict".into(),
-                serde_json::to_vec(&json!({"model": model, "inputs": [data]})).expect("JSON"),
-                None,
-                "application/json",
-            )
+            let body =
+                codec::predict::encode_predict_request(model, input, true).map_err(codec_error)?;
+            let encoded = codec::Encoded {
+                body,
+                header_length: None,
+            };
+            ("/predict".into(), encoded)
         }
     };
     // `Bytes`: every request shares the one body (cheap clones).
     Ok(Payload {
         path,
-        body: body.into(),
-        header_length,
-        content_type,
+        content_type: encoded.content_type(),
+        header_length: encoded.header_length,
+        body: encoded.body.into(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::TensorMetadata;
+    use protocol::{wire, TensorMetadata};
 
     fn meta() -> ModelMetadata {
         ModelMetadata {
@@ -156,9 +147,16 @@ mod tests {
         let b = build(&meta(), Api::V2Binary, &mut Rng::new(7)).unwrap();
         let len = b.header_length.unwrap();
         let head: Value = serde_json::from_slice(&b.body[..len]).unwrap();
-        assert_eq!(head["inputs"][0]["parameters"]["binary_data_size"], 16);
+        assert_eq!(head["inputs"][0]["parameters"][wire::BINARY_DATA_SIZE], 16);
         assert_eq!(b.body.len() - len, 16);
+        assert_eq!(b.content_type, wire::OCTET_STREAM);
         let p = build(&meta(), Api::Predict, &mut Rng::new(7)).unwrap();
         assert_eq!(p.path, "/predict");
+        let v: Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(
+            v["inputs"][0].as_array().unwrap().len(),
+            4,
+            "one row of 4: {v}"
+        );
     }
 }

@@ -55,6 +55,22 @@ pub struct ServerMetrics {
 }
 
 impl Report {
+    /// Writes the `--json` and `--html` files the flags ask for; the error names the file.
+    pub fn write_files(&self, args: &Args) -> Result<(), String> {
+        let write = |path: &std::path::Path, bytes: Vec<u8>| {
+            std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+        };
+        if let Some(path) = &args.json {
+            let json = serde_json::to_vec_pretty(self)
+                .map_err(|e| format!("serialising the report: {e}"))?;
+            write(path, json)?;
+        }
+        if let Some(path) = &args.html {
+            write(path, crate::html::render(self).into_bytes())?;
+        }
+        Ok(())
+    }
+
     pub fn new(args: &Args, mut c: Collector, start: tokio::time::Instant) -> Report {
         let (corrected, uncorrected) = c.finish();
         let ok = c.classes.get("ok").copied().unwrap_or(0);

@@ -20,6 +20,8 @@ pub enum Class {
     Status(u16),
     Timeout,
     Transport,
+    /// A success whose body the codec cannot decode ([`crate::check`]).
+    Undecodable,
 }
 
 impl Class {
@@ -29,6 +31,7 @@ impl Class {
             Class::Status(code) => format!("status_{code}"),
             Class::Timeout => "timeout".into(),
             Class::Transport => "transport".into(),
+            Class::Undecodable => "undecodable".into(),
         }
     }
 }

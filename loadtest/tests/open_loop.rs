@@ -49,8 +49,8 @@ async fn open_loop_at_500_per_second_for_10_seconds_is_accurate() {
         "{:?}",
         report.series
     );
-    // The JSON report as the CLI writes it, with the documented key.
-    std::fs::write(&json_path, serde_json::to_vec(&report).unwrap()).unwrap();
+    // The JSON report as the CLI writes it (the same call), with the documented key.
+    report.write_files(&a).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert!((v["summary"]["achieved_rps"].as_f64().unwrap() - 500.0).abs() < 10.0);
     assert!(report
@@ -66,6 +66,39 @@ async fn open_loop_at_500_per_second_for_10_seconds_is_accurate() {
         1
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_do_not_decode_are_errors() {
+    // A server answering 200 with outputs its own metadata does not list.
+    let app = axum::Router::new()
+        .route(
+            "/v2/models/m",
+            axum::routing::get(|| async {
+                axum::Json(
+                    serde_json::json!({"name": "m", "versions": ["1"], "platform": "p",
+                    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+                    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}),
+                )
+            }),
+        )
+        .route(
+            "/v2/models/m/infer",
+            axum::routing::post(|| async {
+                axum::Json(serde_json::json!({"model_name": "m", "outputs": [
+                    {"name": "y", "shape": [1, 4], "datatype": "FP32", "data": [0, 0]}]}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let a = args(&url, &["--concurrency", "2", "--requests", "50"]);
+    let report = loadtest::run(&a, std::future::pending()).await.unwrap();
+    let s = &report.summary;
+    // The first answer on each of the two connections is decoded, and fails.
+    assert_eq!(s.requests, 50);
+    assert_eq!(s.errors.get("undecodable"), Some(&2), "{:?}", s.errors);
+    assert_eq!(s.ok, 48);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

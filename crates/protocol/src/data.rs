@@ -31,6 +31,15 @@ pub enum DataError {
     /// `data` is nested deeper than [`MAX_DATA_DEPTH`].
     #[error("data is nested deeper than {MAX_DATA_DEPTH} levels")]
     TooDeep,
+    /// Nested `data` whose arrays disagree with the shape (flat data is always read row-major).
+    #[error("data{at} holds {actual}, but shape {shape:?} says {expected} there")]
+    Structure {
+        /// Where, as `[i][j]` indices from the top.
+        at: String,
+        shape: Vec<u64>,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// Product of `shape` as a `usize`, or `None` if it overflows.
@@ -62,18 +71,54 @@ where
     }
 }
 
-/// Appends `data` (flat or nested, row-major) to `out` as little-endian `datatype` elements, after
-/// checking that it holds exactly `expected` elements.
+/// Nested data must be nested exactly as `shape` says: every array as long as its dimension, numbers
+/// only at the last level. (Counting alone would flatten `[[1, 2, 3], [4]]` into a `[2, 2]`.)
+fn check_nesting(v: &Value, shape: &[u64], full: &[u64], at: &mut String) -> Result<(), DataError> {
+    let wrong = |at: &str, expected: String, actual: String| DataError::Structure {
+        at: at.to_string(),
+        shape: full.to_vec(),
+        expected,
+        actual,
+    };
+    match (v, shape.split_first()) {
+        (Value::Array(items), Some((&dim, rest))) => {
+            if items.len() as u64 != dim {
+                let actual = format!("{} elements", items.len());
+                return Err(wrong(at, format!("{dim} elements"), actual));
+            }
+            for (i, item) in items.iter().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("[{i}]"));
+                check_nesting(item, rest, full, at)?;
+                at.truncate(len);
+            }
+            Ok(())
+        }
+        (Value::Array(_), None) => Err(wrong(at, "a number".into(), "an array".into())),
+        (_, Some((&dim, _))) => Err(wrong(at, format!("{dim} elements"), "a number".into())),
+        (_, None) => Ok(()),
+    }
+}
+
+/// Appends `data` to `out` as little-endian `datatype` elements, after checking it against
+/// `shape`: flat data (a list of numbers, read row-major) must hold exactly the shape's element
+/// count; nested data must also be nested as the shape says. The caller has checked that the
+/// shape's element count does not overflow.
 pub fn json_to_bytes(
     data: &Value,
     datatype: Datatype,
-    expected: usize,
+    shape: &[u64],
     out: &mut Vec<u8>,
 ) -> Result<(), DataError> {
     let size = datatype.size().ok_or(DataError::Unsupported(datatype))?;
+    let expected = element_count(shape).unwrap_or(usize::MAX);
     let actual = count_leaves(data, 0)?;
     if actual != expected {
         return Err(DataError::CountMismatch { expected, actual });
+    }
+    let nested = matches!(data, Value::Array(items) if items.iter().any(Value::is_array));
+    if nested {
+        check_nesting(data, shape, shape, &mut String::new())?;
     }
     out.reserve(actual * size);
     let mut index = 0usize;
@@ -180,16 +225,51 @@ mod tests {
     use serde_json::json;
 
     fn enc(v: Value, dt: Datatype, n: usize) -> Result<Vec<u8>, DataError> {
+        enc_shaped(v, dt, &[n as u64])
+    }
+
+    fn enc_shaped(v: Value, dt: Datatype, shape: &[u64]) -> Result<Vec<u8>, DataError> {
         let mut out = Vec::new();
-        json_to_bytes(&v, dt, n, &mut out).map(|_| out)
+        json_to_bytes(&v, dt, shape, &mut out).map(|_| out)
     }
 
     #[test]
     fn flat_and_nested_give_the_same_bytes() {
-        let flat = enc(json!([1.0, 2.0, 3.0, 4.0]), Datatype::Fp32, 4).unwrap();
-        let nested = enc(json!([[1.0, 2.0], [3.0, 4.0]]), Datatype::Fp32, 4).unwrap();
+        let flat = enc_shaped(json!([1.0, 2.0, 3.0, 4.0]), Datatype::Fp32, &[2, 2]).unwrap();
+        let nested = enc_shaped(json!([[1.0, 2.0], [3.0, 4.0]]), Datatype::Fp32, &[2, 2]).unwrap();
         assert_eq!(flat, nested);
         assert_eq!(&flat[4..8], &2.0f32.to_le_bytes());
+        assert!(enc_shaped(json!(7), Datatype::Int64, &[]).is_ok());
+    }
+
+    #[test]
+    fn nesting_that_disagrees_with_the_shape_is_refused() {
+        let e = |v: Value, shape: &[u64]| enc_shaped(v, Datatype::Fp32, shape).unwrap_err();
+        let ragged = e(json!([[1, 2, 3], [4]]), &[2, 2]);
+        assert_eq!(
+            ragged.to_string(),
+            "data[0] holds 3 elements, but shape [2, 2] says 2 elements there"
+        );
+        let transposed = e(json!([[1, 2], [3, 4], [5, 6]]), &[2, 3]);
+        assert!(
+            transposed.to_string().contains("data holds 3 elements"),
+            "{transposed}"
+        );
+        let half_flat = e(json!([[1, 2], 3, 4]), &[2, 2]);
+        assert!(
+            half_flat.to_string().contains("data holds 3 elements"),
+            "{half_flat}"
+        );
+        let too_deep = e(json!([[[1], [2]], [[3], [4]]]), &[2, 2]);
+        assert!(
+            too_deep.to_string().contains("data[0][0] holds an array"),
+            "{too_deep}"
+        );
+        let number = e(json!([[1, 2], [3, [4]]]), &[2, 2]);
+        assert!(
+            number.to_string().contains("data[1][1] holds an array"),
+            "{number}"
+        );
     }
 
     #[test]

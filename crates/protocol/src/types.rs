@@ -6,28 +6,30 @@ use serde_json::{Map, Value};
 /// `parameters` objects are free-form in the protocol.
 pub type Parameters = Map<String, Value>;
 
-/// `POST /v2/models/{m}/infer` body (the JSON part when the binary extension is used).
+/// `POST /v2/models/{m}/infer` body (the JSON part when the binary extension is used); `data` is
+/// generic so a client can serialise straight from tensor bytes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct InferRequest {
+pub struct InferRequest<D = Value> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Parameters>,
-    pub inputs: Vec<RequestInput>,
+    pub inputs: Vec<RequestInput<D>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Vec<RequestOutput>>,
 }
 
 /// One input tensor. `datatype` stays a string so that an unknown name gets a precise error.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RequestInput {
+pub struct RequestInput<D = Value> {
     pub name: String,
     pub shape: Vec<u64>,
     pub datatype: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Parameters>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    // No `default`: serde would then require `D: Default`; a missing `Option` is `None` anyway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<D>,
 }
 
 /// One requested output.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use protocol::wire;
 use server::ServerConfig;
 
 const CONCURRENCY: [usize; 4] = [1, 8, 32, 64];
@@ -104,7 +105,7 @@ async fn drive(base: &str, model: &str, width: usize, concurrency: usize, second
     for _ in 0..concurrency.min(8) {
         let _ = http
             .post(&url)
-            .header("Inference-Header-Content-Length", "0")
+            .header(wire::HEADER_LENGTH, "0")
             .body(body.clone())
             .send()
             .await;
@@ -120,7 +121,7 @@ async fn drive(base: &str, model: &str, width: usize, concurrency: usize, second
                 let t = Instant::now();
                 let r = http
                     .post(&url)
-                    .header("Inference-Header-Content-Length", "0")
+                    .header(wire::HEADER_LENGTH, "0")
                     .body(body.clone())
                     .send()
                     .await

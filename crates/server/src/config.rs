@@ -2,37 +2,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
 use crate::control_key::ControlKey;
-
-/// Where forward passes run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceChoice {
-    /// CUDA device 0 when libtorch sees one, else CPU.
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceChoice::Cuda)
-                .ok_or_else(|| format!("'{s}' is not one of auto, cpu, cuda, cuda:N")),
-        }
-    }
-}
+pub use crate::device::DeviceChoice;
 
 /// Whether models may be loaded and unloaded over HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -9,7 +9,26 @@ use std::path::Path;
 
 use axum::http::{HeaderMap, HeaderName};
 
-use crate::error::ApiError;
+/// Why a request may not use a restricted endpoint; the header's name is given.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlKeyError {
+    /// No control key header.
+    #[error("this endpoint is restricted: send the control key in the {0} header")]
+    Missing(String),
+    /// A control key that is not the server's.
+    #[error("the control key in the {0} header is not the server's")]
+    Rejected(String),
+}
+
+impl ControlKeyError {
+    /// Stable label used as `error_type` and in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControlKeyError::Missing(_) => "control_key_missing",
+            ControlKeyError::Rejected(_) => "control_key_rejected",
+        }
+    }
+}
 
 /// The header and the key a restricted endpoint requires.
 #[derive(Clone)]
@@ -59,11 +78,11 @@ impl ControlKey {
     }
 
     /// Ok when the request carries the key; the error says which header is expected.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ControlKeyError> {
         match headers.get(&self.header) {
-            None => Err(ApiError::ControlKeyMissing(self.header.to_string())),
+            None => Err(ControlKeyError::Missing(self.header.to_string())),
             Some(v) if constant_time_eq(v.as_bytes(), &self.key) => Ok(()),
-            Some(_) => Err(ApiError::ControlKeyRejected(self.header.to_string())),
+            Some(_) => Err(ControlKeyError::Rejected(self.header.to_string())),
         }
     }
 }

@@ -6,6 +6,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use protocol::ErrorBody;
 
+use protocol::CodecError;
+
+use crate::control_key::ControlKeyError;
+use crate::registry::RegistryError;
 use crate::runtime::RuntimeError;
 
 /// Every value the `outcome` metric label can take: `success` and the `kind()` of one value of
@@ -20,27 +24,28 @@ pub fn outcomes() -> Vec<&'static str> {
     all
 }
 
-/// Everything a request can fail with.
+/// Everything a request can fail with: each stage's own error, and what the HTTP layer adds.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body is not valid JSON, or not the expected JSON shape.
-    #[error("malformed request body: {0}")]
-    MalformedJson(String),
-    /// Valid JSON that does not fit the model: names, shapes, datatypes, counts.
+    /// The body did not decode against the model (see [`protocol::codec`]).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The registry could not look the model up, load or unload it.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The runtime could not serve it.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A restricted endpoint without the right control key.
+    #[error(transparent)]
+    ControlKey(#[from] ControlKeyError),
+    /// A request parameter that decodes but that this model cannot honour (e.g. a priority
+    /// beyond its levels).
     #[error("{0}")]
     InvalidInput(String),
-    /// No such model (or version).
-    #[error("{0}")]
-    ModelNotFound(String),
     /// The body is larger than `--max-body-size`.
     #[error("request body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
-    /// Model control over HTTP is disabled.
-    #[error("{0}")]
-    Forbidden(String),
-    /// A repository `load` failed; the index shows the reason too.
-    #[error("{0}")]
-    LoadFailed(String),
     /// More inference requests in flight than `--max-inflight`.
     #[error("the server is at its in-flight limit; retry later")]
     Overloaded,
@@ -54,33 +59,25 @@ pub enum ApiError {
     /// it does).
     #[error("{method} is not allowed on {path} (the Allow header lists the methods that are)")]
     MethodNotAllowed { method: String, path: String },
-    /// A restricted endpoint without the control key header (its name given).
-    #[error("this endpoint is restricted: send the control key in the {0} header")]
-    ControlKeyMissing(String),
-    /// A restricted endpoint with a wrong control key.
-    #[error("the control key in the {0} header is not the server's")]
-    ControlKeyRejected(String),
+    /// No route has this path. Same `error_type` as an unknown model (clients written for
+    /// Triton treat both as "nothing served here").
+    #[error("no such endpoint: {0}")]
+    NoSuchEndpoint(String),
     /// The router refused the request before a handler ran (e.g. a path parameter that is not
     /// valid UTF-8 once percent-decoded); the router's own reason.
     #[error("{0}")]
     BadRequest(String),
-    /// The runtime could not serve it.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
 }
 
 impl ApiError {
-    /// One value of every variant, runtime errors included (both kinds of deadline). A variant
-    /// missing here fails `one_of_each_covers_every_variant`: [`variant`]'s match is exhaustive.
+    /// One value of every variant, the stages' errors included (each from its own
+    /// `one_of_each`, both kinds of deadline). A variant missing here fails
+    /// `one_of_each_covers_every_variant`: its `variant` match is exhaustive.
     pub fn one_of_each() -> Vec<ApiError> {
         let s = || String::from("x");
-        vec![
-            ApiError::MalformedJson(s()),
+        let mut all: Vec<ApiError> = vec![
             ApiError::InvalidInput(s()),
-            ApiError::ModelNotFound(s()),
             ApiError::PayloadTooLarge(1),
-            ApiError::Forbidden(s()),
-            ApiError::LoadFailed(s()),
             ApiError::Overloaded,
             ApiError::BodyTimeout,
             ApiError::BodyRead(s()),
@@ -89,8 +86,9 @@ impl ApiError {
                 path: s(),
             },
             ApiError::BadRequest(s()),
-            ApiError::ControlKeyMissing(s()),
-            ApiError::ControlKeyRejected(s()),
+            ApiError::NoSuchEndpoint(s()),
+            ControlKeyError::Missing(s()).into(),
+            ControlKeyError::Rejected(s()).into(),
             RuntimeError::QueueFull(1).into(),
             RuntimeError::NotReady(s()).into(),
             RuntimeError::DeadlineExceeded { client: false }.into(),
@@ -99,53 +97,64 @@ impl ApiError {
             RuntimeError::Tensor(s()).into(),
             RuntimeError::OutputMismatch(s()).into(),
             RuntimeError::Panicked(s()).into(),
-        ]
+        ];
+        all.extend(CodecError::one_of_each().into_iter().map(ApiError::from));
+        all.extend(RegistryError::one_of_each().into_iter().map(ApiError::from));
+        all
     }
 
     /// Stable label used as `error_type` and in metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Codec(e) => e.kind(),
+            ApiError::Registry(e) => e.kind(),
+            ApiError::Runtime(e) => e.kind(),
+            ApiError::ControlKey(e) => e.kind(),
             ApiError::InvalidInput(_) => "invalid_input",
-            ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::BodyRead(_) => "body_read_failed",
-            ApiError::Forbidden(_) => "model_control_disabled",
             ApiError::Overloaded => "overloaded",
             ApiError::BodyTimeout => "body_timeout",
-            ApiError::LoadFailed(_) => "load_failed",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::ControlKeyMissing(_) => "control_key_missing",
-            ApiError::ControlKeyRejected(_) => "control_key_rejected",
-            ApiError::Runtime(e) => e.kind(),
+            ApiError::NoSuchEndpoint(_) => "model_not_found",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_)
+            ApiError::Codec(CodecError::Encode(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Codec(_)
             | ApiError::InvalidInput(_)
             | ApiError::BodyRead(_)
-            | ApiError::LoadFailed(_)
+            | ApiError::Registry(RegistryError::InvalidName(_) | RegistryError::LoadFailed(_))
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Registry(RegistryError::NotFound(_)) | ApiError::NoSuchEndpoint(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Registry(RegistryError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Registry(RegistryError::ControlDisabled)
+            | ApiError::ControlKey(ControlKeyError::Rejected(_)) => StatusCode::FORBIDDEN,
+            ApiError::ControlKey(ControlKeyError::Missing(_)) => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Forbidden(_) | ApiError::ControlKeyRejected(_) => StatusCode::FORBIDDEN,
-            ApiError::ControlKeyMissing(_) => StatusCode::UNAUTHORIZED,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Runtime(RuntimeError::DeadlineExceeded { client: true }) => {
-                StatusCode::REQUEST_TIMEOUT
-            }
-            ApiError::Runtime(RuntimeError::DeadlineExceeded { client: false }) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
-            ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Runtime(RuntimeError::QueueFull(_)) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Runtime(RuntimeError::NotReady(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Runtime(e) => runtime_status(e),
         }
+    }
+}
+
+fn runtime_status(e: &RuntimeError) -> StatusCode {
+    match e {
+        RuntimeError::DeadlineExceeded { client: true } => StatusCode::REQUEST_TIMEOUT,
+        RuntimeError::DeadlineExceeded { client: false } => StatusCode::GATEWAY_TIMEOUT,
+        RuntimeError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+        RuntimeError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+        RuntimeError::Torch(_)
+        | RuntimeError::Tensor(_)
+        | RuntimeError::OutputMismatch(_)
+        | RuntimeError::Panicked(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -200,29 +209,38 @@ mod tests {
     /// variant does not compile until it has one, and then must be in `one_of_each`.
     fn variant(e: &ApiError) -> usize {
         match e {
-            ApiError::MalformedJson(_) => 0,
-            ApiError::InvalidInput(_) => 1,
-            ApiError::ModelNotFound(_) => 2,
-            ApiError::PayloadTooLarge(_) => 3,
-            ApiError::Forbidden(_) => 4,
-            ApiError::LoadFailed(_) => 5,
-            ApiError::Overloaded => 6,
-            ApiError::BodyTimeout => 7,
-            ApiError::BodyRead(_) => 8,
-            ApiError::MethodNotAllowed { .. } => 9,
-            ApiError::BadRequest(_) => 10,
-            ApiError::ControlKeyMissing(_) => 11,
-            ApiError::ControlKeyRejected(_) => 12,
+            ApiError::InvalidInput(_) => 0,
+            ApiError::PayloadTooLarge(_) => 1,
+            ApiError::Overloaded => 2,
+            ApiError::BodyTimeout => 3,
+            ApiError::BodyRead(_) => 4,
+            ApiError::MethodNotAllowed { .. } => 5,
+            ApiError::BadRequest(_) => 6,
+            ApiError::ControlKey(ControlKeyError::Missing(_)) => 7,
+            ApiError::ControlKey(ControlKeyError::Rejected(_)) => 8,
             ApiError::Runtime(r) => match r {
-                RuntimeError::QueueFull(_) => 13,
-                RuntimeError::NotReady(_) => 14,
-                RuntimeError::DeadlineExceeded { client: false } => 15,
-                RuntimeError::DeadlineExceeded { client: true } => 16,
-                RuntimeError::Torch(_) => 17,
-                RuntimeError::Tensor(_) => 18,
-                RuntimeError::OutputMismatch(_) => 19,
-                RuntimeError::Panicked(_) => 20,
+                RuntimeError::QueueFull(_) => 9,
+                RuntimeError::NotReady(_) => 10,
+                RuntimeError::DeadlineExceeded { client: false } => 11,
+                RuntimeError::DeadlineExceeded { client: true } => 12,
+                RuntimeError::Torch(_) => 13,
+                RuntimeError::Tensor(_) => 14,
+                RuntimeError::OutputMismatch(_) => 15,
+                RuntimeError::Panicked(_) => 16,
             },
+            ApiError::Codec(c) => match c {
+                CodecError::Malformed(_) => 17,
+                CodecError::Invalid(_) => 18,
+                CodecError::Encode(_) => 19,
+            },
+            ApiError::Registry(r) => match r {
+                RegistryError::NotFound(_) => 20,
+                RegistryError::Unavailable(_) => 21,
+                RegistryError::ControlDisabled => 22,
+                RegistryError::InvalidName(_) => 23,
+                RegistryError::LoadFailed(_) => 24,
+            },
+            ApiError::NoSuchEndpoint(_) => 25,
         }
     }
 
@@ -230,9 +248,9 @@ mod tests {
     fn one_of_each_covers_every_variant() {
         let mut seen: Vec<usize> = ApiError::one_of_each().iter().map(variant).collect();
         seen.sort();
-        assert_eq!(seen, (0..=20).collect::<Vec<_>>());
+        assert_eq!(seen, (0..=25).collect::<Vec<_>>());
         let kinds = outcomes();
-        assert_eq!(kinds.len(), 22, "success and 21 distinct kinds: {kinds:?}");
+        assert_eq!(kinds.len(), 23, "success and 22 distinct kinds: {kinds:?}");
     }
 
     /// The README's error table lists exactly these kinds, each with its status code.
@@ -277,9 +295,24 @@ mod tests {
     #[test]
     fn statuses_follow_the_protocol_table() {
         let cases = [
-            (ApiError::MalformedJson("x".into()), 400, "malformed_json"),
+            (
+                CodecError::Malformed("x".into()).into(),
+                400,
+                "malformed_json",
+            ),
+            (CodecError::Invalid("x".into()).into(), 400, "invalid_input"),
+            (CodecError::Encode("x".into()).into(), 500, "encode_failed"),
             (ApiError::InvalidInput("x".into()), 400, "invalid_input"),
-            (ApiError::ModelNotFound("x".into()), 404, "model_not_found"),
+            (
+                RegistryError::NotFound("x".into()).into(),
+                404,
+                "model_not_found",
+            ),
+            (
+                RegistryError::Unavailable("x".into()).into(),
+                503,
+                "model_not_ready",
+            ),
             (ApiError::PayloadTooLarge(1), 413, "payload_too_large"),
             (RuntimeError::QueueFull(1).into(), 429, "queue_full"),
             (
@@ -299,7 +332,7 @@ mod tests {
                 "client_timeout",
             ),
             (
-                ApiError::Forbidden("x".into()),
+                RegistryError::ControlDisabled.into(),
                 403,
                 "model_control_disabled",
             ),

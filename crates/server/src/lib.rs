@@ -2,13 +2,19 @@
 //! [`serve`].
 //!
 //! Map of the crate:
+//! The request path is a straight line, one file per stage:
+//! decode (`protocol::codec`, in the protocol crate) → look up ([`registry`]) → queue, batch and
+//! forward ([`runtime`]) → encode (`protocol::codec`) → respond; the handlers ([`api`]: `v2.rs`,
+//! `predict.rs`, `repository.rs`) only wire those together, and [`error`] maps every stage's
+//! error to its status.
+//!
 //! - [`config`]: flags (each with a `TORCHSHIP_*` env var) and the typed [`ServerConfig`];
-//!   [`control_key`]: the key restricted endpoints require.
+//!   [`control_key`]: the key restricted endpoints require; [`device`]: `cpu`, `cuda:N`, `auto`.
 //! - [`repository`]: the Triton-like model repository on disk and each model's `config.toml`.
+//! - [`registry`]: the live models (look-up, load, unload, index, readiness), no HTTP in it.
 //! - [`runtime`]: libtorch: dedicated OS threads per model version own the `CModule`s, fed by a bounded
-//!   queue; tensors cross as bytes ([`runtime::TensorData`]).
-//! - [`inference`]: request validation (before any tensor exists) and response building.
-//! - [`state`]: the live model registry (load, unload, index, readiness) every handler shares.
+//!   queue; tensors cross as bytes ([`runtime::TensorData`], the codec's `Tensor`).
+//! - [`state`]: what every handler shares: config, metrics, registry, in-flight limit, draining.
 //! - [`api`]: the axum router: v2 protocol with the binary and repository extensions, `/predict`,
 //!   health, metrics, request ids and access log.
 //! - [`metrics`]: the Prometheus registry; [`cuda`] reads device memory for it.
@@ -20,10 +26,11 @@ pub mod api;
 pub mod config;
 pub mod control_key;
 pub mod cuda;
+pub mod device;
 pub mod error;
 pub mod healthcheck;
-pub mod inference;
 pub mod metrics;
+pub mod registry;
 pub mod repository;
 pub mod runtime;
 pub mod serve;

@@ -17,6 +17,7 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 /// All of the server's metric families.
 pub struct Metrics {
     pub registry: Registry,
+    outcomes: Vec<&'static str>,
     requests: IntCounterVec,
     request_duration: HistogramVec,
     rows: IntCounterVec,
@@ -58,9 +59,12 @@ fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> Histog
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// `outcomes`: every value the `outcome` label can take (so that an unloaded version's series
+    /// can all be dropped); the server passes [`crate::error::outcomes`].
+    pub fn new(outcomes: Vec<&'static str>) -> Metrics {
         let mv = &["model", "version"];
         let m = Metrics {
+            outcomes,
             registry: Registry::new(),
             requests: IntCounterVec::new(
                 Opts::new("torchship_request_total", "Inference requests by outcome: success, or the error_type of the failure."),
@@ -162,7 +166,7 @@ impl Metrics {
     pub fn forget_model(&self, model: &str, version: u64) {
         let v = version.to_string();
         let l = &[model, v.as_str()];
-        for outcome in crate::error::outcomes() {
+        for outcome in &self.outcomes {
             let _ = self.requests.remove_label_values(&[model, &v, outcome]);
         }
         for vec in [&self.rows, &self.executions] {
@@ -211,19 +215,13 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn families_are_prefixed_and_model_series_start_at_zero() {
-        let m = Metrics::new();
+        let m = Metrics::new(crate::error::outcomes());
         let h = m.model("digits", 1);
         h.rows.inc_by(3);
         m.request("digits", 1, "success");

@@ -1,38 +1,13 @@
-//! Shared state handed to every handler: the live model registry (name -> versions), the metrics, the
-//! config. The registry sits behind a std `RwLock` that is only ever held for map look-ups and swaps,
-//! never across an `.await`; load and unload are serialised by an async mutex.
+//! Shared state handed to every handler: the config, the metrics, the model [`Registry`], the
+//! in-flight limit and whether the server is draining. Cheap to clone: one `Arc`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use serde::Serialize;
-
-use crate::config::{ModelControl, ServerConfig};
-use crate::error::ApiError;
+use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::repository::{self, ModelSource};
-use crate::runtime::{self, Model, ModelState, RuntimeError};
+use crate::registry::Registry;
 
-/// A model name's entry: the versions being served, or why none can be.
-#[derive(Clone, Default)]
-pub struct ModelEntry {
-    pub versions: BTreeMap<u64, Arc<Model>>,
-    /// Set when the model folder itself is unusable (bad config, no version, bad device).
-    pub failure: Option<String>,
-}
-
-/// One row of `POST /v2/repository/index` (Triton's shape).
-#[derive(Debug, Serialize, PartialEq)]
-pub struct IndexRow {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-}
-
-/// Cheap to clone: everything sits behind one `Arc`.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
@@ -40,10 +15,9 @@ pub struct AppState {
 
 struct Inner {
     config: ServerConfig,
-    metrics: Metrics,
-    models: RwLock<BTreeMap<String, ModelEntry>>,
-    control: tokio::sync::Mutex<()>,
-    draining: std::sync::atomic::AtomicBool,
+    metrics: Arc<Metrics>,
+    registry: Registry,
+    draining: AtomicBool,
     inflight: Arc<tokio::sync::Semaphore>,
 }
 
@@ -51,100 +25,31 @@ impl AppState {
     /// Scans the repository and starts every model version's threads; returns at once while they
     /// load in the background.
     pub fn start(config: ServerConfig) -> Result<AppState, crate::StartupError> {
-        runtime::resolve_device(config.device).map_err(crate::StartupError::Device)?;
-        let scan = repository::scan(&config.model_repository)?;
-        let state = AppState {
+        let metrics = Arc::new(Metrics::new(crate::error::outcomes()));
+        let registry = Registry::start(&config, metrics.clone())?;
+        Ok(AppState {
             inner: Arc::new(Inner {
-                metrics: Metrics::new(),
-                models: RwLock::new(BTreeMap::new()),
-                control: tokio::sync::Mutex::new(()),
-                draining: std::sync::atomic::AtomicBool::new(false),
+                metrics,
+                registry,
+                draining: AtomicBool::new(false),
                 inflight: Arc::new(tokio::sync::Semaphore::new(config.max_inflight)),
                 config,
             }),
-        };
-        let mut models = BTreeMap::new();
-        for failure in scan.failures {
-            tracing::error!(model = %failure.name, reason = %failure.reason, "model not loaded");
-            let entry = ModelEntry {
-                versions: BTreeMap::new(),
-                failure: Some(failure.reason),
-            };
-            models.insert(failure.name, entry);
-        }
-        for source in scan.models {
-            models.insert(
-                source.name.clone(),
-                state
-                    .start_entry(source)
-                    .map_err(crate::StartupError::Thread)?,
-            );
-        }
-        *state
-            .inner
-            .models
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = models;
-        Ok(state)
+        })
     }
 
     /// SIGTERM arrived: readiness answers 503 from now on.
     pub fn begin_drain(&self) {
-        self.inner
-            .draining
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.draining.store(true, Ordering::Release);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.inner
-            .draining
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.inner.draining.load(Ordering::Acquire)
     }
 
     /// The global in-flight limit shared by every inference route.
     pub fn inflight(&self) -> Arc<tokio::sync::Semaphore> {
         self.inner.inflight.clone()
-    }
-
-    fn start_entry(&self, mut source: ModelSource) -> std::io::Result<ModelEntry> {
-        self.inner.config.overrides.apply(&mut source.config);
-        if let Err(why) = source.config.check() {
-            let why = format!("{} (after command-line overrides)", why);
-            tracing::error!(model = %source.name, reason = %why, "model not loaded");
-            return Ok(ModelEntry {
-                versions: BTreeMap::new(),
-                failure: Some(why),
-            });
-        }
-        let choice = match &source.config.device {
-            Some(d) => d.parse().unwrap_or(self.inner.config.device),
-            None => self.inner.config.device,
-        };
-        let device = match runtime::resolve_device(choice) {
-            Ok(d) => d,
-            Err(why) => {
-                tracing::error!(model = %source.name, reason = %why, "model not loaded");
-                return Ok(ModelEntry {
-                    versions: BTreeMap::new(),
-                    failure: Some(why),
-                });
-            }
-        };
-        let config = Arc::new(source.config);
-        let mut versions = BTreeMap::new();
-        for v in source.versions {
-            tracing::info!(model = %source.name, version = v.version, ?device, "loading model");
-            let metrics = self.inner.metrics.model(&source.name, v.version);
-            let version = v.version;
-            versions.insert(
-                version,
-                Model::start(&source.name, config.clone(), v, device, metrics)?,
-            );
-        }
-        Ok(ModelEntry {
-            versions,
-            failure: None,
-        })
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -155,188 +60,21 @@ impl AppState {
         &self.inner.metrics
     }
 
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
     pub fn max_body_size(&self) -> usize {
         self.inner.config.max_body_size
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelEntry>> {
-        self.inner.models.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn entry(&self, name: &str) -> Option<ModelEntry> {
-        self.read().get(name).cloned()
-    }
-
-    /// Every served model version.
-    pub fn models(&self) -> Vec<Arc<Model>> {
-        self.read()
-            .values()
-            .flat_map(|e| e.versions.values().cloned())
-            .collect()
-    }
-
-    /// The version to serve: the one named, else the highest ready one (else the highest).
-    pub fn lookup(&self, name: &str, version: Option<&str>) -> Result<Arc<Model>, ApiError> {
-        let entry = self
-            .entry(name)
-            .ok_or_else(|| ApiError::ModelNotFound(format!("unknown model '{name}'")))?;
-        if let Some(why) = entry.failure {
-            return Err(RuntimeError::NotReady(why).into());
-        }
-        match version {
-            Some(v) => v
-                .parse::<u64>()
-                .ok()
-                .and_then(|n| entry.versions.get(&n).cloned())
-                .ok_or_else(|| {
-                    ApiError::ModelNotFound(format!(
-                        "model '{name}' has no version '{v}' (serving {:?})",
-                        entry.versions.keys().collect::<Vec<_>>()
-                    ))
-                }),
-            None => entry
-                .versions
-                .values()
-                .rev()
-                .find(|m| m.is_ready())
-                .or_else(|| entry.versions.values().next_back())
-                .cloned()
-                .ok_or_else(|| ApiError::ModelNotFound(format!("model '{name}' has no versions"))),
-        }
-    }
-
-    /// Ready when no version is still loading and at least one serves: failed models are reported,
-    /// not waited for (unless `--strict-models`), but a server with nothing to serve is not ready.
+    /// `/v2/health/ready`: not draining, and the registry is ready.
     pub fn all_ready(&self) -> bool {
-        let states: Vec<ModelState> = self.models().iter().map(|m| m.state()).collect();
-        let failed = self.read().values().any(|e| e.failure.is_some())
-            || states.iter().any(|s| matches!(s, ModelState::Failed(_)));
-        let blocked = self.is_draining()
-            || states.contains(&ModelState::Loading)
-            || (self.inner.config.strict_models && failed);
-        !blocked && states.contains(&ModelState::Ready)
+        !self.is_draining() && self.inner.registry.ready()
     }
 
     /// Waits until every version has finished loading; returns the failures (model, reason).
     pub async fn settled(&self) -> Vec<(String, String)> {
-        let mut failures: Vec<(String, String)> = self
-            .read()
-            .iter()
-            .filter_map(|(n, e)| e.failure.clone().map(|f| (n.clone(), f)))
-            .collect();
-        for m in self.models() {
-            if let ModelState::Failed(why) = m.settled().await {
-                failures.push((format!("{}/{}", m.name, m.version), why));
-            }
-        }
-        failures
-    }
-
-    /// The repository index: every model folder known, with its state and reason.
-    pub fn index(&self) -> Vec<IndexRow> {
-        let mut rows = Vec::new();
-        for (name, entry) in self.read().iter() {
-            if let Some(why) = &entry.failure {
-                rows.push(IndexRow {
-                    name: name.clone(),
-                    version: None,
-                    state: "UNAVAILABLE",
-                    reason: why.clone(),
-                });
-            }
-            for (v, m) in &entry.versions {
-                let (state, reason) = match m.state() {
-                    ModelState::Loading => ("LOADING", String::new()),
-                    ModelState::Ready => ("READY", String::new()),
-                    ModelState::Failed(why) => ("UNAVAILABLE", why),
-                };
-                rows.push(IndexRow {
-                    name: name.clone(),
-                    version: Some(v.to_string()),
-                    state,
-                    reason,
-                });
-            }
-        }
-        rows
-    }
-
-    fn check_control(&self) -> Result<(), ApiError> {
-        match self.inner.config.model_control {
-            ModelControl::Explicit => Ok(()),
-            ModelControl::None => Err(ApiError::Forbidden(
-                "model control is disabled: start the server with --model-control explicit to load and unload models over HTTP (loading TorchScript runs code from the file)".into(),
-            )),
-        }
-    }
-
-    /// (Re)loads a model folder and waits until it serves; the previous versions keep serving until
-    /// the new ones are ready, then finish their queues and exit.
-    pub async fn load(&self, name: &str) -> Result<(), ApiError> {
-        self.check_control()?;
-        repository::validate_name(name).map_err(ApiError::InvalidInput)?;
-        let _serialised = self.inner.control.lock().await;
-        let source = repository::read_model(&self.inner.config.model_repository, name)
-            .map_err(|why| ApiError::LoadFailed(format!("failed to load '{name}': {why}")))?;
-        let entry = self
-            .start_entry(source)
-            .map_err(|e| ApiError::LoadFailed(format!("failed to load '{name}': {e}")))?;
-        let mut failures = Vec::new();
-        if let Some(why) = &entry.failure {
-            failures.push(why.clone());
-        }
-        for m in entry.versions.values() {
-            if let ModelState::Failed(why) = m.settled().await {
-                failures.push(format!("version {}: {why}", m.version));
-            }
-        }
-        let old = self
-            .inner
-            .models
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), entry);
-        self.forget_gone(old, name);
-        if failures.is_empty() {
-            tracing::info!(model = %name, "model loaded over the repository API");
-            Ok(())
-        } else {
-            Err(ApiError::LoadFailed(format!(
-                "failed to load '{name}': {}",
-                failures.join("; ")
-            )))
-        }
-    }
-
-    /// Stops serving a model; requests already queued still finish.
-    pub async fn unload(&self, name: &str) -> Result<(), ApiError> {
-        self.check_control()?;
-        repository::validate_name(name).map_err(ApiError::InvalidInput)?;
-        let _serialised = self.inner.control.lock().await;
-        let old = self
-            .inner
-            .models
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        if old.is_none() {
-            return Err(ApiError::ModelNotFound(format!("unknown model '{name}'")));
-        }
-        self.forget_gone(old, name);
-        tracing::info!(model = %name, "model unloaded over the repository API");
-        Ok(())
-    }
-
-    /// Drops the metric series of versions that are no longer served.
-    fn forget_gone(&self, old: Option<ModelEntry>, name: &str) {
-        let now = self.entry(name).unwrap_or_default();
-        for v in old
-            .map(|e| e.versions.into_keys().collect::<Vec<_>>())
-            .unwrap_or_default()
-        {
-            if !now.versions.contains_key(&v) {
-                self.inner.metrics.forget_model(name, v);
-            }
-        }
+        self.inner.registry.settled().await
     }
 }

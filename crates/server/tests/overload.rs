@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{rows, Process};
+use protocol::wire;
 
 const HOLD: Duration = Duration::from_secs(35);
 const CLIENTS: usize = 32;
@@ -58,7 +59,7 @@ async fn a_flood_is_refused_fast_and_memory_stays_flat() {
                 let t = Instant::now();
                 let r = http
                     .post(&url)
-                    .header("Inference-Header-Content-Length", "0")
+                    .header(wire::HEADER_LENGTH, "0")
                     .body(body.clone())
                     .send()
                     .await;

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{fixture_with, heldout, in_process, TestServer};
+use protocol::wire;
 use reqwest::Client;
 use serde_json::{json, Value};
 use server::ServerConfig;
@@ -54,7 +55,7 @@ fn le_bytes(dt: &str, xs: &[f64]) -> Vec<u8> {
 /// Splits a binary-extension response into its JSON header and the bytes after it.
 async fn split(r: reqwest::Response) -> (Value, Vec<u8>) {
     assert_eq!(r.status(), 200);
-    let len: usize = r.headers()["inference-header-content-length"]
+    let len: usize = r.headers()[wire::HEADER_LENGTH]
         .to_str()
         .unwrap()
         .parse()
@@ -93,8 +94,8 @@ async fn every_datatype_round_trips_as_json_and_as_binary() {
     // Binary inputs and binary outputs: bytes in, the same bytes out.
     let header = json!({
         "inputs": TYPES.iter().map(|(n, dt, xs)| json!({"name": n, "shape": [2, 2], "datatype": dt,
-            "parameters": {"binary_data_size": le_bytes(dt, xs).len()}})).collect::<Vec<_>>(),
-        "parameters": {"binary_data_output": true}
+            "parameters": {wire::BINARY_DATA_SIZE: le_bytes(dt, xs).len()}})).collect::<Vec<_>>(),
+        "parameters": {wire::BINARY_DATA_OUTPUT: true}
     })
     .to_string();
     let mut body = header.clone().into_bytes();
@@ -103,7 +104,7 @@ async fn every_datatype_round_trips_as_json_and_as_binary() {
     }
     let r = http
         .post(&url)
-        .header("Inference-Header-Content-Length", header.len())
+        .header(wire::HEADER_LENGTH, header.len())
         .body(body)
         .send()
         .await
@@ -114,7 +115,7 @@ async fn every_datatype_round_trips_as_json_and_as_binary() {
     for (i, (_, dt, xs)) in TYPES.iter().enumerate() {
         let out = &head["outputs"][i];
         assert!(out.get("data").is_none(), "{dt} should be binary");
-        let size = out["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+        let size = out["parameters"][wire::BINARY_DATA_SIZE].as_u64().unwrap() as usize;
         assert_eq!(
             &blob[offset..offset + size],
             le_bytes(dt, xs).as_slice(),
@@ -171,7 +172,7 @@ async fn tuple_outputs_are_named_and_can_be_filtered_and_mixed() {
 
     // Only `positive`, as binary; then `incremented` as JSON while the default is binary.
     let mut filtered = request.clone();
-    filtered["outputs"] = json!([{"name": "positive", "parameters": {"binary_data": true}}]);
+    filtered["outputs"] = json!([{"name": "positive", "parameters": {wire::BINARY_DATA: true}}]);
     let (head, blob) = split(
         http.post(server.url("/v2/models/multi/infer"))
             .json(&filtered)
@@ -183,15 +184,16 @@ async fn tuple_outputs_are_named_and_can_be_filtered_and_mixed() {
     assert_eq!(head["outputs"].as_array().unwrap().len(), 1);
     assert_eq!(head["outputs"][0]["name"], "positive");
     assert_eq!(blob, vec![0, 0, 1, 1, 0, 1]);
-    filtered["parameters"] = json!({"binary_data_output": true});
-    filtered["outputs"] = json!([{"name": "incremented", "parameters": {"binary_data": false}}]);
+    filtered["parameters"] = json!({wire::BINARY_DATA_OUTPUT: true});
+    filtered["outputs"] =
+        json!([{"name": "incremented", "parameters": {wire::BINARY_DATA: false}}]);
     let r = http
         .post(server.url("/v2/models/multi/infer"))
         .json(&filtered)
         .send()
         .await
         .unwrap();
-    assert!(r.headers().get("inference-header-content-length").is_none());
+    assert!(r.headers().get(wire::HEADER_LENGTH).is_none());
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["outputs"][0]["data"], json!([2, 3, 4, 5, 6, 7]));
     // A generated request id comes back when the client sent none.
@@ -248,7 +250,7 @@ async fn metadata_health_and_raw_binary_requests_on_the_demo_models() {
     let raw: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
     let r = http
         .post(server.url("/v2/models/digits/infer"))
-        .header("Inference-Header-Content-Length", "0")
+        .header(wire::HEADER_LENGTH, "0")
         .body(raw)
         .send()
         .await
@@ -268,7 +270,7 @@ async fn metadata_health_and_raw_binary_requests_on_the_demo_models() {
     // A raw body of the wrong size is a 400, not a crash.
     let r = http
         .post(server.url("/v2/models/digits/infer"))
-        .header("Inference-Header-Content-Length", "0")
+        .header(wire::HEADER_LENGTH, "0")
         .body(vec![0u8; 10])
         .send()
         .await

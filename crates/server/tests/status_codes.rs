@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{fixture_with, metric, TestServer};
+use protocol::wire;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use server::ServerConfig;
@@ -72,12 +73,14 @@ async fn every_client_error_row() {
         ("wrong datatype", infer.clone(), with_a(json!({"name": "a", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]})), vec![], 400, "invalid_input"),
         ("datatype without a libtorch kind", infer.clone(), with_a(json!({"name": "a", "shape": [1, 3], "datatype": "UINT32", "data": [1, 2, 3]})), vec![], 400, "invalid_input"),
         ("wrong element count", infer.clone(), with_a(json!({"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]})), vec![], 400, "invalid_input"),
+        ("nested data that disagrees with the shape", infer.clone(), with_a(json!({"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2], [3]]})), vec![], 400, "invalid_input"),
+        ("/predict rows nested unlike the shape", server.url("/predict"), json!({"model": "fails", "inputs": [[1, 2], [3, [4]]]}).to_string(), vec![], 400, "invalid_input"),
         ("element of the wrong type", infer.clone(), with_a(json!({"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, "two", 3]})), vec![], 400, "invalid_input"),
         ("shape whose size overflows", infer.clone(), with_a(json!({"name": "a", "shape": [4294967296u64, 4294967296u64], "datatype": "FP32", "data": [1]})), vec![], 400, "invalid_input"),
         ("unknown input name", infer.clone(), json!({"inputs": [{"name": "zzz", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}).to_string(), vec![], 400, "invalid_input"),
         ("missing input", infer.clone(), json!({"inputs": [{"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}).to_string(), vec![], 400, "invalid_input"),
         ("unknown output", infer.clone(), { let mut v = valid(); v["outputs"] = json!([{"name": "nope"}]); v.to_string() }, vec![], 400, "invalid_input"),
-        ("binary header longer than the body", infer.clone(), valid().to_string(), vec![("inference-header-content-length", "99999".into())], 400, "invalid_input"),
+        ("binary header longer than the body", infer.clone(), valid().to_string(), vec![(wire::HEADER_LENGTH, "99999".into())], 400, "invalid_input"),
         ("too many rows", infer.clone(), with_a(json!({"name": "a", "shape": [9, 3], "datatype": "FP32", "data": vec![0; 27]})), vec![], 400, "invalid_input"),
         ("unknown model", server.url("/v2/models/nope/infer"), valid().to_string(), vec![], 404, "model_not_found"),
         ("unknown version", server.url("/v2/models/multi/versions/7/infer"), valid().to_string(), vec![], 404, "model_not_found"),

@@ -4,8 +4,11 @@
 //! - [`v2`]: the KServe v2 / Open Inference Protocol endpoints, binary tensor extension included.
 //! - [`repository`]: the repository extension (`index`, `load`, `unload`).
 //! - [`predict`]: the simple `POST /predict`.
+//! - [`forward`]: what the inference handlers share after decoding: outcome counting, deadline and
+//!   priority, the runtime call, the encoded response.
 //! - [`observe`]: request ids, access log, HTTP metrics.
 
+pub mod forward;
 pub mod health;
 pub mod observe;
 pub mod predict;
@@ -92,6 +95,7 @@ pub fn metrics_router(state: AppState) -> Router {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let cuda: std::collections::BTreeSet<usize> = state
+        .registry()
         .models()
         .iter()
         .filter_map(|m| match m.device {
@@ -137,7 +141,7 @@ async fn json_rejections(
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::ModelNotFound(format!("no such endpoint: {}", uri.path()))
+    ApiError::NoSuchEndpoint(uri.path().to_string())
 }
 
 /// How much of an oversized body is still read (and dropped) after the limit: a client that is

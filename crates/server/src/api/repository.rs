@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use super::read_body;
 use crate::error::ApiError;
-use crate::state::{AppState, IndexRow};
+use crate::registry::IndexRow;
+use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 struct IndexRequest {
@@ -22,7 +23,7 @@ struct IndexRequest {
 /// The control key, when one is configured.
 fn restricted(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match &state.config().control_key {
-        Some(key) => key.check(headers),
+        Some(key) => Ok(key.check(headers)?),
         None => Ok(()),
     }
 }
@@ -37,9 +38,10 @@ pub async fn index(
     let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IndexRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?
+        serde_json::from_slice(&body).map_err(|e| protocol::CodecError::Malformed(e.to_string()))?
     };
     let rows = state
+        .registry()
         .index()
         .into_iter()
         .filter(|r| {
@@ -57,7 +59,7 @@ pub async fn load(
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     restricted(&state, &headers)?;
-    state.load(&model).await?;
+    state.registry().load(&model).await?;
     Ok(Json(json!({})))
 }
 
@@ -67,6 +69,6 @@ pub async fn unload(
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     restricted(&state, &headers)?;
-    state.unload(&model).await?;
+    state.registry().unload(&model).await?;
     Ok(Json(json!({})))
 }

@@ -1,19 +1,12 @@
 //! `config.toml` of one model: its tensors, batch limit and queue bound.
 
-use protocol::Datatype;
+use protocol::Signature;
 use serde::{Deserialize, Serialize};
+
+pub use protocol::TensorSpec;
 
 /// The only platform this server runs.
 pub const PLATFORM: &str = "pytorch_torchscript";
-
-/// One declared input or output. `shape` includes the batch dimension as `-1` when batching.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TensorSpec {
-    pub name: String,
-    pub datatype: Datatype,
-    pub shape: Vec<i64>,
-}
 
 /// Queueing and dynamic batching settings.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -187,6 +180,15 @@ fn default_platform() -> String {
 }
 
 impl ModelConfig {
+    /// What the codec checks requests against.
+    pub fn signature(&self) -> Signature<'_> {
+        Signature {
+            inputs: &self.inputs,
+            outputs: &self.outputs,
+            max_batch_size: self.max_batch_size,
+        }
+    }
+
     /// Parses and checks a config; the message says what is wrong, the caller adds the file name.
     pub fn parse(text: &str) -> Result<ModelConfig, String> {
         let config: ModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -241,7 +243,7 @@ impl ModelConfig {
             return Err("version_policy latest must be at least 1".into());
         }
         if let Some(d) = &self.device {
-            d.parse::<crate::config::DeviceChoice>()
+            d.parse::<crate::device::DeviceChoice>()
                 .map_err(|e| format!("device: {e}"))?;
         }
         let mut seen = std::collections::HashSet::new();
@@ -298,7 +300,7 @@ mod tests {
         let c = ModelConfig::parse(GOOD).unwrap();
         assert_eq!(c.platform, PLATFORM);
         assert_eq!(c.max_batch_size, 8);
-        assert_eq!(c.inputs[0].datatype, Datatype::Fp32);
+        assert_eq!(c.inputs[0].datatype, protocol::Datatype::Fp32);
         assert_eq!(c.batching, BatchingConfig::default());
         assert!(c.batching.dynamic && c.batching.max_queue_delay_us == 0);
         assert_eq!(c.version_policy, VersionPolicy::Latest(1));

@@ -68,8 +68,8 @@ impl RuntimeError {
 }
 
 /// Resolves a device choice against what libtorch actually sees.
-pub fn resolve_device(choice: crate::config::DeviceChoice) -> Result<Device, String> {
-    use crate::config::DeviceChoice;
+pub fn resolve_device(choice: crate::device::DeviceChoice) -> Result<Device, String> {
+    use crate::device::DeviceChoice;
     let available = tch::Cuda::is_available();
     let count = tch::Cuda::device_count();
     match choice {

@@ -1,20 +1,14 @@
 //! Tensors as the server passes them around: datatype, shape and little-endian bytes, converted to and
 //! from libtorch with one copy each way.
 
-use bytes::Bytes;
 use protocol::Datatype;
 use tch::{Device, Kind, Tensor};
 
 use super::RuntimeError;
 
-/// A dense, row-major tensor held as bytes. `Bytes` so that binary request bodies and batched outputs
-/// are sliced, not copied.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorData {
-    pub datatype: Datatype,
-    pub shape: Vec<u64>,
-    pub bytes: Bytes,
-}
+/// A dense, row-major tensor held as bytes: the codec's [`protocol::Tensor`], named apart from
+/// `tch::Tensor`. `Bytes` so that binary request bodies and batched outputs are sliced, not copied.
+pub use protocol::Tensor as TensorData;
 
 /// The libtorch kind of a v2 datatype, if it has one.
 pub fn kind_of(datatype: Datatype) -> Option<Kind> {
@@ -50,49 +44,47 @@ pub fn datatype_of(kind: Kind) -> Option<Datatype> {
     })
 }
 
-impl TensorData {
-    /// Builds a libtorch tensor on `device`. libtorch copies `shape x size` bytes from our buffer
-    /// without knowing its length, so the byte count is checked here, always.
-    pub fn to_tensor(&self, device: Device) -> Result<Tensor, RuntimeError> {
-        let kind = kind_of(self.datatype).ok_or_else(|| {
-            RuntimeError::Tensor(format!("datatype {} has no libtorch kind", self.datatype))
-        })?;
-        let want =
-            protocol::element_count(&self.shape).and_then(|n| n.checked_mul(self.datatype.size()?));
-        if want != Some(self.bytes.len()) {
-            return Err(RuntimeError::Tensor(format!(
-                "{} bytes do not fill a {} tensor of shape {:?}",
-                self.bytes.len(),
-                self.datatype,
-                self.shape
-            )));
-        }
-        let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(&self.bytes, &shape, kind)?;
-        if device == Device::Cpu {
-            Ok(t)
-        } else {
-            Ok(t.f_to_device(device)?)
-        }
+/// Builds a libtorch tensor on `device`. libtorch copies `shape x size` bytes from our buffer
+/// without knowing its length, so the byte count is checked here, always.
+pub fn to_torch(data: &TensorData, device: Device) -> Result<Tensor, RuntimeError> {
+    let kind = kind_of(data.datatype).ok_or_else(|| {
+        RuntimeError::Tensor(format!("datatype {} has no libtorch kind", data.datatype))
+    })?;
+    let want =
+        protocol::element_count(&data.shape).and_then(|n| n.checked_mul(data.datatype.size()?));
+    if want != Some(data.bytes.len()) {
+        return Err(RuntimeError::Tensor(format!(
+            "{} bytes do not fill a {} tensor of shape {:?}",
+            data.bytes.len(),
+            data.datatype,
+            data.shape
+        )));
     }
+    let shape: Vec<i64> = data.shape.iter().map(|&d| d as i64).collect();
+    let t = Tensor::f_from_data_size(&data.bytes, &shape, kind)?;
+    if device == Device::Cpu {
+        Ok(t)
+    } else {
+        Ok(t.f_to_device(device)?)
+    }
+}
 
-    /// Copies a libtorch tensor (any device, any layout) back to host bytes.
-    pub fn from_tensor(t: &Tensor) -> Result<TensorData, RuntimeError> {
-        let kind = t.f_kind()?;
-        let datatype = datatype_of(kind).ok_or_else(|| {
-            RuntimeError::Tensor(format!("model output of kind {kind:?} has no v2 datatype"))
-        })?;
-        let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
-        let shape: Vec<u64> = t.size().iter().map(|&d| d as u64).collect();
-        let numel = t.numel();
-        let mut bytes = vec![0u8; numel * datatype.size().unwrap_or(0)];
-        t.f_copy_data_u8(&mut bytes, numel)?;
-        Ok(TensorData {
-            datatype,
-            shape,
-            bytes: bytes.into(),
-        })
-    }
+/// Copies a libtorch tensor (any device, any layout) back to host bytes.
+pub fn from_torch(t: &Tensor) -> Result<TensorData, RuntimeError> {
+    let kind = t.f_kind()?;
+    let datatype = datatype_of(kind).ok_or_else(|| {
+        RuntimeError::Tensor(format!("model output of kind {kind:?} has no v2 datatype"))
+    })?;
+    let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let shape: Vec<u64> = t.size().iter().map(|&d| d as u64).collect();
+    let numel = t.numel();
+    let mut bytes = vec![0u8; numel * datatype.size().unwrap_or(0)];
+    t.f_copy_data_u8(&mut bytes, numel)?;
+    Ok(TensorData {
+        datatype,
+        shape,
+        bytes: bytes.into(),
+    })
 }
 
 /// Builds one batch tensor from several requests' inputs (same datatype and trailing dims), writing
@@ -103,7 +95,7 @@ pub fn batch_tensor(parts: &[&TensorData], device: Device) -> Result<Tensor, Run
         .first()
         .ok_or_else(|| RuntimeError::Tensor("empty batch".into()))?;
     if parts.len() == 1 {
-        return first.to_tensor(device);
+        return to_torch(first, device);
     }
     let kind = kind_of(first.datatype).ok_or_else(|| {
         RuntimeError::Tensor(format!("datatype {} has no libtorch kind", first.datatype))
@@ -202,9 +194,9 @@ mod tests {
                 shape: vec![2, 3],
                 bytes: bytes.into(),
             };
-            let t = data.to_tensor(Device::Cpu).unwrap();
+            let t = to_torch(&data, Device::Cpu).unwrap();
             assert_eq!(t.size(), vec![2, 3]);
-            assert_eq!(TensorData::from_tensor(&t).unwrap(), data, "{dt}");
+            assert_eq!(from_torch(&t).unwrap(), data, "{dt}");
         }
     }
 
@@ -213,7 +205,7 @@ mod tests {
         let t = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6.])
             .reshape([2, 3])
             .tr();
-        let d = TensorData::from_tensor(&t).unwrap();
+        let d = from_torch(&t).unwrap();
         assert_eq!(d.shape, vec![3, 2]);
         let back: Vec<f32> = d
             .bytes
@@ -241,7 +233,7 @@ mod tests {
         let b = f32s(vec![2, 2], &[3., 4., 5., 6.]);
         let t = batch_tensor(&[&a, &b], Device::Cpu).unwrap();
         assert_eq!(t.size(), vec![3, 2]);
-        let whole = TensorData::from_tensor(&t).unwrap();
+        let whole = from_torch(&t).unwrap();
         assert_eq!(whole, f32s(vec![3, 2], &[1., 2., 3., 4., 5., 6.]));
         let split = split_rows(vec![whole.clone(), whole], &[1, 2]).unwrap();
         assert_eq!(split[0], vec![a.clone(), a.clone()]);
@@ -262,6 +254,6 @@ mod tests {
             shape: vec![2, 3],
             bytes: vec![0; 5].into(),
         };
-        assert!(d.to_tensor(Device::Cpu).is_err());
+        assert!(to_torch(&d, Device::Cpu).is_err());
     }
 }

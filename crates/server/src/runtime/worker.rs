@@ -12,7 +12,7 @@ use tch::{CModule, Device, IValue, Kind, Tensor};
 use tokio::sync::watch;
 
 use super::batcher::{Backend, Batch, Pending};
-use super::tensor::{batch_tensor, split_rows};
+use super::tensor::{self, batch_tensor, split_rows};
 use super::{ModelState, RuntimeError, TensorData};
 use crate::metrics::ModelMetrics;
 use crate::repository::config::WarmupData;
@@ -163,7 +163,7 @@ fn load_and_warm_up(shared: &Shared) -> Result<CModule, String> {
         guarded(|| {
             let args = warm
                 .iter()
-                .map(|t| t.to_tensor(shared.device).map(IValue::Tensor))
+                .map(|t| tensor::to_torch(t, shared.device).map(IValue::Tensor))
                 .collect::<Result<Vec<_>, _>>()?;
             run_module(shared, &module, args)
         })
@@ -274,7 +274,7 @@ fn run_module_timed(
         .iter()
         .zip(&config.outputs)
         .map(|(t, spec)| {
-            let data = TensorData::from_tensor(t)?;
+            let data = tensor::from_torch(t)?;
             let shape_ok = data.shape.len() == spec.shape.len()
                 && data
                     .shape

@@ -1,0 +1,328 @@
+//! Infer requests: decoded from any framing against a model's signature (server side), and
+//! encoded from tensors (client side).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{check_shape, names, param_bool, param_u64, params, CodecError};
+use crate::wire::{
+    BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, HEADER_LENGTH, PRIORITY, TIMEOUT,
+};
+use crate::{
+    json_to_bytes, Datatype, InferRequest, RawData, RequestInput, Signature, Tensor, TensorSpec,
+};
+
+/// One output the client asked for: its index among the model's outputs, and whether it goes
+/// back as binary data rather than JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputChoice {
+    pub index: usize,
+    pub binary: bool,
+}
+
+/// A decoded, checked infer request.
+#[derive(Debug)]
+pub struct Decoded {
+    pub id: Option<String>,
+    /// The inputs in the model's declared order.
+    pub inputs: Vec<Tensor>,
+    /// The outputs to return, in the order the client asked for them.
+    pub outputs: Vec<OutputChoice>,
+    /// The client's own timeout (the `timeout` parameter, microseconds on the wire).
+    pub timeout: Option<Duration>,
+    /// The `priority` parameter as sent; the model's batching config says what it means.
+    pub priority: Option<u64>,
+}
+
+/// Reads the binary extension's header value: `None` when the header is absent.
+pub fn header_length(value: Option<&[u8]>) -> Result<Option<usize>, CodecError> {
+    let Some(v) = value else { return Ok(None) };
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            let shown = String::from_utf8_lossy(v);
+            CodecError::Invalid(format!(
+                "{HEADER_LENGTH} must be a byte count, got {shown:?}"
+            ))
+        })
+}
+
+/// Decodes a request body: JSON when `header_length` is `None`, a JSON header of that many bytes
+/// followed by binary tensor data, or (`Some(0)`) the raw bytes of a single-input model's input.
+pub fn decode_request(
+    sig: &Signature,
+    header_length: Option<usize>,
+    body: Bytes,
+) -> Result<Decoded, CodecError> {
+    let parse = |json: &[u8]| {
+        serde_json::from_slice::<InferRequest>(json)
+            .map_err(|e| CodecError::Malformed(e.to_string()))
+    };
+    match header_length {
+        None => decode_json(sig, parse(&body)?, &body.slice(..0)),
+        Some(0) => decode_raw(sig, body),
+        Some(n) if n <= body.len() => decode_json(sig, parse(&body[..n])?, &body.slice(n..)),
+        Some(n) => Err(CodecError::Invalid(format!(
+            "{HEADER_LENGTH} is {n} but the body has only {} bytes",
+            body.len()
+        ))),
+    }
+}
+
+fn decode_json(
+    sig: &Signature,
+    request: InferRequest,
+    binary: &Bytes,
+) -> Result<Decoded, CodecError> {
+    let mut offset = 0usize;
+    let mut slots: Vec<Option<Tensor>> = vec![None; sig.inputs.len()];
+    for input in &request.inputs {
+        let index = sig
+            .inputs
+            .iter()
+            .position(|s| s.name == input.name)
+            .ok_or_else(|| {
+                CodecError::Invalid(format!(
+                    "unknown input '{}'; the model's inputs are: {}",
+                    input.name,
+                    names(sig.inputs)
+                ))
+            })?;
+        if slots[index].is_some() {
+            return Err(CodecError::Invalid(format!(
+                "input '{}' given twice",
+                input.name
+            )));
+        }
+        slots[index] = Some(decode_input(
+            sig,
+            &sig.inputs[index],
+            input,
+            binary,
+            &mut offset,
+        )?);
+    }
+    if offset != binary.len() {
+        return Err(CodecError::Invalid(format!(
+            "the body has {} bytes of binary data after the JSON header, the inputs declare {offset}",
+            binary.len()
+        )));
+    }
+    let params = request.parameters.as_ref();
+    Ok(Decoded {
+        inputs: finish_inputs(sig, slots)?,
+        outputs: select_outputs(sig, &request)?,
+        timeout: param_u64(params, TIMEOUT)?.map(Duration::from_micros),
+        priority: param_u64(params, PRIORITY)?,
+        id: request.id,
+    })
+}
+
+/// One input: its datatype and shape checked, its bytes from `data` or from the binary part
+/// (`binary[*offset..]`, advancing `offset`).
+fn decode_input(
+    sig: &Signature,
+    spec: &TensorSpec,
+    input: &RequestInput,
+    binary: &Bytes,
+    offset: &mut usize,
+) -> Result<Tensor, CodecError> {
+    let name = &input.name;
+    let datatype = Datatype::parse(&input.datatype).ok_or_else(|| {
+        CodecError::Invalid(format!(
+            "input '{name}': unknown datatype '{}'",
+            input.datatype
+        ))
+    })?;
+    if datatype != spec.datatype {
+        return Err(CodecError::Invalid(format!(
+            "input '{name}': datatype {datatype} does not match the model's {}",
+            spec.datatype
+        )));
+    }
+    let count = check_shape(sig, spec, &input.shape)?;
+    let bytes = match param_u64(input.parameters.as_ref(), BINARY_DATA_SIZE)? {
+        Some(size) => {
+            let want = count * datatype.size().unwrap_or(0); // check_shape proved no overflow
+            if size != want as u64 {
+                return Err(CodecError::Invalid(format!(
+                    "input '{name}': {BINARY_DATA_SIZE} is {size} bytes, shape {:?} of {datatype} needs {want}",
+                    input.shape
+                )));
+            }
+            let end = offset.checked_add(want).filter(|&e| e <= binary.len()).ok_or_else(|| {
+                CodecError::Invalid(format!(
+                    "input '{name}': the body holds {} bytes of binary data after the JSON header, fewer than the inputs declare",
+                    binary.len()
+                ))
+            })?;
+            let bytes = binary.slice(*offset..end);
+            *offset = end;
+            bytes
+        }
+        None => {
+            let data = input.data.as_ref().ok_or_else(|| {
+                CodecError::Invalid(format!(
+                    "input '{name}' has neither 'data' nor a '{BINARY_DATA_SIZE}' parameter"
+                ))
+            })?;
+            let mut bytes = Vec::new();
+            json_to_bytes(data, datatype, &input.shape, &mut bytes)
+                .map_err(|e| CodecError::Invalid(format!("input '{name}': {e}")))?;
+            Bytes::from(bytes)
+        }
+    };
+    Ok(Tensor {
+        datatype,
+        shape: input.shape.clone(),
+        bytes,
+    })
+}
+
+/// Every declared input must be present, and batched inputs must agree on the row count.
+fn finish_inputs(sig: &Signature, slots: Vec<Option<Tensor>>) -> Result<Vec<Tensor>, CodecError> {
+    let inputs = slots
+        .into_iter()
+        .zip(sig.inputs)
+        .map(|(slot, spec)| {
+            slot.ok_or_else(|| CodecError::Invalid(format!("missing input '{}'", spec.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if sig.batched() {
+        let rows = inputs[0].shape[0];
+        if let Some(other) = inputs.iter().find(|t| t.shape[0] != rows) {
+            return Err(CodecError::Invalid(format!(
+                "inputs disagree on the batch size ({rows} and {})",
+                other.shape[0]
+            )));
+        }
+    }
+    Ok(inputs)
+}
+
+fn select_outputs(
+    sig: &Signature,
+    request: &InferRequest,
+) -> Result<Vec<OutputChoice>, CodecError> {
+    let all_binary = param_bool(request.parameters.as_ref(), BINARY_DATA_OUTPUT).unwrap_or(false);
+    let Some(wanted) = request.outputs.as_ref().filter(|w| !w.is_empty()) else {
+        return Ok((0..sig.outputs.len())
+            .map(|index| OutputChoice {
+                index,
+                binary: all_binary,
+            })
+            .collect());
+    };
+    wanted
+        .iter()
+        .map(|o| {
+            let index = sig
+                .outputs
+                .iter()
+                .position(|s| s.name == o.name)
+                .ok_or_else(|| {
+                    CodecError::Invalid(format!(
+                        "unknown output '{}'; the model's outputs are: {}",
+                        o.name,
+                        names(sig.outputs)
+                    ))
+                })?;
+            let binary = param_bool(o.parameters.as_ref(), BINARY_DATA).unwrap_or(all_binary);
+            Ok(OutputChoice { index, binary })
+        })
+        .collect()
+}
+
+/// `Inference-Header-Content-Length: 0`: the whole body is the raw bytes of the single input of a
+/// single-input model, one row; every output goes back binary.
+fn decode_raw(sig: &Signature, body: Bytes) -> Result<Decoded, CodecError> {
+    let [spec] = sig.inputs else {
+        return Err(CodecError::Invalid(format!(
+            "a raw binary request ({HEADER_LENGTH}: 0) needs a single-input model; this one has {} inputs",
+            sig.inputs.len()
+        )));
+    };
+    let mut shape = Vec::with_capacity(spec.shape.len());
+    for (i, &d) in spec.shape.iter().enumerate() {
+        match d {
+            -1 if i == 0 && sig.batched() => shape.push(1),
+            d if d >= 0 => shape.push(d as u64),
+            _ => {
+                return Err(CodecError::Invalid(format!(
+                    "a raw binary request cannot say the size of dimension {i} of input '{}' ({:?}): send a JSON header",
+                    spec.name, spec.shape
+                )))
+            }
+        }
+    }
+    let count = check_shape(sig, spec, &shape)?;
+    let want = count * spec.datatype.size().unwrap_or(0);
+    if body.len() != want {
+        return Err(CodecError::Invalid(format!(
+            "input '{}': {BINARY_DATA_SIZE} is {} bytes, shape {shape:?} of {} needs {want}",
+            spec.name,
+            body.len(),
+            spec.datatype
+        )));
+    }
+    let tensor = Tensor {
+        datatype: spec.datatype,
+        shape,
+        bytes: body,
+    };
+    Ok(Decoded {
+        id: None,
+        inputs: vec![tensor],
+        outputs: (0..sig.outputs.len())
+            .map(|index| OutputChoice {
+                index,
+                binary: true,
+            })
+            .collect(),
+        timeout: None,
+        priority: None,
+    })
+}
+
+/// Encodes a request (client side): every input as JSON `data`, or (`binary`) every input as
+/// binary data after the JSON header, with every output asked for as binary too.
+pub fn encode_request(
+    inputs: &[(&str, &Tensor)],
+    binary: bool,
+) -> Result<super::Encoded, CodecError> {
+    let mut blobs = Vec::new();
+    let inputs = inputs
+        .iter()
+        .map(|&(name, t)| {
+            let (parameters, data) = if binary {
+                blobs.push(&t.bytes[..]);
+                (Some(params(BINARY_DATA_SIZE, t.bytes.len())), None)
+            } else {
+                (
+                    None,
+                    Some(RawData {
+                        datatype: t.datatype,
+                        bytes: &t.bytes,
+                    }),
+                )
+            };
+            RequestInput {
+                name: name.to_string(),
+                shape: t.shape.clone(),
+                datatype: t.datatype.to_string(),
+                parameters,
+                data,
+            }
+        })
+        .collect();
+    let request = InferRequest {
+        id: None,
+        parameters: binary.then(|| params(BINARY_DATA_OUTPUT, true)),
+        inputs,
+        outputs: None,
+    };
+    super::Encoded::new(&request, &blobs)
+}
