@@ -25,20 +25,7 @@ pub struct ServerPoint {
 
 /// The sum of the samples of `name` that carry `model="…"` (all versions).
 pub fn sample(text: &str, name: &str, model: &str) -> Option<f64> {
-    let label = format!("model=\"{model}\"");
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let metric = series.split('{').next().unwrap_or(series);
-        if metric == name && series.contains(&label) {
-            if let Ok(v) = value.parse::<f64>() {
-                *found.get_or_insert(0.0) += v;
-            }
-        }
-    }
-    found
+    protocol::exposition::sum(text, name, &[("model", model)])
 }
 
 /// The running scraper.

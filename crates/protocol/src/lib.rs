@@ -8,12 +8,15 @@
 //! - [`datatype`]: the v2 datatype names, their element sizes, and which have a libtorch kind.
 //! - [`data`]: conversion between JSON `data` arrays (flat or nested) and little-endian tensor bytes,
 //!   with the element count checked so that nothing is allocated for a lying `shape`.
+//! - [`exposition`]: the Prometheus text format of `/metrics`, read (the one parser the load tester,
+//!   the server's tests and its benchmark share).
 //! - [`units`]: the duration grammar of every torchship binary's flags and config files (the
 //!   deployer depends on this crate for it alone).
 
 pub mod codec;
 pub mod data;
 pub mod datatype;
+pub mod exposition;
 pub mod tensor;
 pub mod types;
 pub mod units;

@@ -58,19 +58,9 @@ fn load(name: &str) -> tch::CModule {
 }
 
 fn sample(text: &str, name: &str, model: &str, extra: Option<(&str, &str)>) -> f64 {
-    let mut want = vec![format!("model=\"{model}\""), "version=\"1\"".to_string()];
-    if let Some((k, v)) = extra {
-        want.push(format!("{k}=\"{v}\""));
-    }
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            let labels = &l[l.find('{').unwrap() + 1..l.find('}').unwrap()];
-            let got: Vec<&str> = labels.split(',').collect();
-            got.len() == want.len() && want.iter().all(|w| got.contains(&w.as_str()))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    let mut want = vec![("model", model), ("version", "1")];
+    want.extend(extra);
+    protocol::exposition::exact(text, name, &want).unwrap_or(0.0)
 }
 
 struct Point {

@@ -203,32 +203,7 @@ pub fn metric_or_zero(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (metric_name, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if metric_name != name {
-            continue;
-        }
-        let body = rest.trim_end_matches('}');
-        let mut got: Vec<(String, String)> = body
-            .split(',')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap();
-                (k.to_string(), v.trim_matches('"').to_string())
-            })
-            .collect();
-        let mut want: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        got.sort();
-        want.sort();
-        if got == want {
-            return Some(value.parse().unwrap());
-        }
-    }
-    None
+    protocol::exposition::exact(text, name, labels)
 }
 
 /// The real `server` binary, started as `cargo run -p server` would (no LD_LIBRARY_PATH), on port 0.
