@@ -140,6 +140,66 @@ impl Schedule {
     }
 }
 
+/// The schedule's clock: a thread of its own that sends each request's intended time when it is
+/// due. std's sleep is precise to tens of µs, tokio's timer only to 1 ms, which would make most
+/// requests late and inflate corrected latency.
+pub struct Ticker {
+    /// Intended send times, as they fall due.
+    pub due: tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>,
+    halt: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Ticker {
+    /// Starts ticking `schedule` from `start`, at most `limit` times.
+    pub fn start(
+        mut schedule: Schedule,
+        arrivals: crate::cli::Arrivals,
+        seed: u64,
+        limit: u64,
+        start: tokio::time::Instant,
+    ) -> Ticker {
+        use std::sync::atomic::Ordering;
+        let (due_tx, due) = tokio::sync::mpsc::unbounded_channel();
+        let halt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = halt.clone();
+        let std_start = std::time::Instant::now() - start.elapsed();
+        let thread = std::thread::Builder::new()
+            .name("loadtest-schedule".into())
+            .spawn(move || {
+                let mut rng = crate::payload::Rng::new(seed);
+                // n: position on the cumulative-count axis (see the top of this file).
+                let (mut i, mut n) = (0u64, 0f64);
+                while i < limit && !stop.load(Ordering::Relaxed) {
+                    let Some(at) = schedule.time_of(n) else { break };
+                    if let Some(wait) =
+                        (std_start + at).checked_duration_since(std::time::Instant::now())
+                    {
+                        std::thread::sleep(wait);
+                    }
+                    if due_tx.send(start + at).is_err() {
+                        break;
+                    }
+                    i += 1;
+                    n = match arrivals {
+                        crate::cli::Arrivals::Even => i as f64,
+                        crate::cli::Arrivals::Poisson => n - (1.0 - rng.unit()).ln(),
+                    };
+                }
+            })
+            .expect("spawn the scheduler thread");
+        Ticker { due, halt, thread }
+    }
+
+    /// Stops the thread and waits for it (off the async runtime).
+    pub async fn stop(self) {
+        self.halt.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.due);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,13 +7,12 @@ use std::io::Write;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use kube::{Client, ResourceExt};
 
 use crate::cli::{DryRun, Options};
 use crate::error::{explain, DeployError};
 use crate::manifests::{Bundle, NODE_LABEL};
+use crate::objects::Object;
 
 /// The one field manager for everything the deployer applies.
 pub const FIELD_MANAGER: &str = "torchship-deployer";
@@ -71,24 +70,19 @@ fn apply_params(opts: &Options) -> PatchParams {
 }
 
 /// Server-side applies one object; compares resourceVersions to say what changed.
-async fn apply_one<K>(
+async fn apply_one(
     cluster: &Cluster,
-    api: Api<K>,
-    obj: &K,
+    object: &Object,
     opts: &Options,
-) -> Result<Outcome, DeployError>
-where
-    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    let name = obj.name_any();
+) -> Result<Outcome, DeployError> {
+    let (kind, name) = (object.kind(), object.name());
+    let api = object.api(cluster.client.clone(), &opts.namespace);
     let before = api
-        .get_opt(&name)
+        .get_opt(name)
         .await
         .map_err(|e| cluster.explain(e, &format!("read {kind} {name}")))?;
     let after = api
-        .patch(&name, &apply_params(opts), &Patch::Apply(obj))
+        .patch(name, &apply_params(opts), &Patch::Apply(&object.dynamic()))
         .await
         .map_err(|e| cluster.explain(e, &format!("apply {kind} {name}")))?;
     Ok(match before {
@@ -105,66 +99,23 @@ pub async fn apply_bundle(
     opts: &Options,
     out: &mut impl Write,
 ) -> Result<usize, DeployError> {
-    let c = cluster.client.clone();
-    let ns = opts.namespace.as_str();
-    let mut changed = 0;
-    let mut report = |kind: &str, name: &str, o: Outcome, out: &mut dyn Write| {
-        changed += (o != Outcome::Unchanged) as usize;
-        let dry = if opts.dry_run == Some(DryRun::Server) {
-            " (server dry run)"
-        } else {
-            ""
-        };
-        let _ = writeln!(out, "{kind}/{name} {}{dry}", o.word());
+    let dry = if opts.dry_run == Some(DryRun::Server) {
+        " (server dry run)"
+    } else {
+        ""
     };
-    let o = apply_one(cluster, Api::all(c.clone()), &bundle.namespace, opts).await?;
-    report("namespace", ns, o, out);
-    let o = apply_one(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.service_account,
-        opts,
-    )
-    .await?;
-    report("serviceaccount", &bundle.service_account.name_any(), o, out);
-    let o = apply_one(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.deployment,
-        opts,
-    )
-    .await?;
-    report("deployment.apps", &bundle.deployment.name_any(), o, out);
-    let o = apply_one(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.service,
-        opts,
-    )
-    .await?;
-    report("service", &bundle.service.name_any(), o, out);
-    let o = apply_one(cluster, Api::namespaced(c.clone(), ns), &bundle.hpa, opts).await?;
-    report(
-        "horizontalpodautoscaler.autoscaling",
-        &bundle.hpa.name_any(),
-        o,
-        out,
-    );
-    let o = apply_one(cluster, Api::namespaced(c.clone(), ns), &bundle.pdb, opts).await?;
-    report("poddisruptionbudget.policy", &bundle.pdb.name_any(), o, out);
-    let o = apply_one(
-        cluster,
-        Api::namespaced(c, ns),
-        &bundle.network_policy,
-        opts,
-    )
-    .await?;
-    report(
-        "networkpolicy.networking.k8s.io",
-        &bundle.network_policy.name_any(),
-        o,
-        out,
-    );
+    let mut changed = 0;
+    for object in bundle.resources() {
+        let o = apply_one(cluster, &object, opts).await?;
+        changed += (o != Outcome::Unchanged) as usize;
+        let _ = writeln!(
+            out,
+            "{}/{} {}{dry}",
+            object.label(),
+            object.name(),
+            o.word()
+        );
+    }
     Ok(changed)
 }
 

@@ -5,15 +5,14 @@ use std::io::Write;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::cli::Options;
 use crate::cluster::{Cluster, FIELD_MANAGER};
 use crate::error::DeployError;
 use crate::manifests::Bundle;
+use crate::objects::Object;
 use crate::preflight::{self, MetricsApi};
 
 /// Why an HPA has no CPU reading, from the state of the metrics API, and what to do.
@@ -169,20 +168,16 @@ fn normalise(mut v: Value) -> Value {
     v
 }
 
-async fn diff_one<K>(
+async fn diff_one(
     cluster: &Cluster,
-    api: Api<K>,
-    obj: &K,
+    object: &Object,
+    namespace: &str,
     out: &mut impl Write,
-) -> Result<bool, DeployError>
-where
-    K: Resource + Clone + std::fmt::Debug + Serialize + DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    let name = obj.name_any();
+) -> Result<bool, DeployError> {
+    let (kind, name) = (object.kind(), object.name());
+    let api = object.api(cluster.client.clone(), namespace);
     let live = api
-        .get_opt(&name)
+        .get_opt(name)
         .await
         .map_err(|e| cluster.explain(e, &format!("read {kind} {name}")))?;
     let Some(live) = live else {
@@ -191,7 +186,7 @@ where
     };
     let params = PatchParams::apply(FIELD_MANAGER).dry_run();
     let merged = api
-        .patch(&name, &params, &Patch::Apply(obj))
+        .patch(name, &params, &Patch::Apply(&object.dynamic()))
         .await
         .map_err(|e| cluster.explain(e, &format!("dry-run apply {kind} {name}")))?;
     let (before, after) = (
@@ -223,55 +218,29 @@ pub async fn diff(
     opts: &Options,
     out: &mut impl Write,
 ) -> Result<bool, DeployError> {
-    let c = cluster.client.clone();
-    let ns = opts.namespace.as_str();
-    let mut changed = diff_one(cluster, Api::all(c.clone()), &bundle.namespace, out).await?;
-    changed |= diff_one(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.service_account,
-        out,
-    )
-    .await?;
-    changed |= diff_one(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.deployment,
-        out,
-    )
-    .await?;
-    changed |= diff_one(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.service,
-        out,
-    )
-    .await?;
-    changed |= diff_one(cluster, Api::namespaced(c.clone(), ns), &bundle.hpa, out).await?;
-    changed |= diff_one(cluster, Api::namespaced(c.clone(), ns), &bundle.pdb, out).await?;
-    changed |= diff_one(cluster, Api::namespaced(c, ns), &bundle.network_policy, out).await?;
+    let mut changed = false;
+    for object in bundle.resources() {
+        changed |= diff_one(cluster, &object, &opts.namespace, out).await?;
+    }
     if !changed {
         let _ = writeln!(out, "no changes");
     }
     Ok(changed)
 }
 
-async fn delete_one<K>(
+async fn delete_one(
     cluster: &Cluster,
-    api: Api<K>,
-    name: &str,
+    object: &Object,
+    namespace: &str,
     dry_run: bool,
     out: &mut impl Write,
-) -> Result<(), DeployError>
-where
-    K: Resource + Clone + std::fmt::Debug + DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let kind = K::kind(&K::DynamicType::default()).to_string();
+) -> Result<(), DeployError> {
+    let (kind, name) = (object.kind(), object.name());
     let params = DeleteParams {
         dry_run,
         ..Default::default()
     };
+    let api = object.api(cluster.client.clone(), namespace);
     match api.delete(name, &params).await {
         Ok(_) => {
             let _ = writeln!(out, "{kind}/{name} deleted");
@@ -293,60 +262,8 @@ pub async fn delete(
     dry_run: bool,
     out: &mut impl Write,
 ) -> Result<(), DeployError> {
-    use k8s_openapi::api::{
-        apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler as Hpa, core::v1 as core,
-        networking::v1::NetworkPolicy, policy::v1::PodDisruptionBudget,
-    };
-    let c = cluster.client.clone();
-    let ns = opts.namespace.as_str();
-    delete_one::<NetworkPolicy>(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.network_policy.name_any(),
-        dry_run,
-        out,
-    )
-    .await?;
-    delete_one::<PodDisruptionBudget>(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.pdb.name_any(),
-        dry_run,
-        out,
-    )
-    .await?;
-    delete_one::<Hpa>(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.hpa.name_any(),
-        dry_run,
-        out,
-    )
-    .await?;
-    delete_one::<core::Service>(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.service.name_any(),
-        dry_run,
-        out,
-    )
-    .await?;
-    delete_one::<Deployment>(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.deployment.name_any(),
-        dry_run,
-        out,
-    )
-    .await?;
-    delete_one::<core::ServiceAccount>(
-        cluster,
-        Api::namespaced(c.clone(), ns),
-        &bundle.service_account.name_any(),
-        dry_run,
-        out,
-    )
-    .await?;
-    delete_one::<core::Namespace>(cluster, Api::all(c), ns, dry_run, out).await?;
+    for object in bundle.resources().iter().rev() {
+        delete_one(cluster, object, &opts.namespace, dry_run, out).await?;
+    }
     Ok(())
 }

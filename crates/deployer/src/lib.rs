@@ -4,7 +4,8 @@
 //! Map of the crate:
 //! - [`cli`]: flags (each with an env var) and subcommands.
 //! - [`manifests`]: `k8s/base/` embedded and parsed into typed objects; the overlays as typed
-//!   transforms; `render`.
+//!   transforms; `render`. [`objects`]: the bundle as the one ordered list apply, diff and delete
+//!   walk.
 //! - [`cluster`]: the client, server-side apply, the node label and taint (read-modify-write).
 //! - [`preflight`]: checks before applying.
 //! - [`rollout`]: waiting with kubectl's rules, and the diagnosis of stuck pods.
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod commands;
 pub mod error;
 pub mod manifests;
+pub mod objects;
 pub mod preflight;
 pub mod rollout;
 pub mod scheduling;

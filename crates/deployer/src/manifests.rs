@@ -18,7 +18,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 /// Label and taint that reserve a node for the server (`--node`).
 pub const NODE_LABEL: (&str, &str) = ("role", "pytorch");
@@ -106,7 +105,7 @@ pub enum ManifestError {
     Options(String),
 }
 
-/// Every object, typed. Applied in this order (dependencies first), deleted in reverse.
+/// Every object, typed; [`Bundle::resources`] (objects.rs) is the one ordered list of them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Bundle {
     pub namespace: Namespace,
@@ -319,20 +318,10 @@ impl Bundle {
         Ok(())
     }
 
-    /// Every object as JSON, in apply order (what server-side apply sends).
+    /// Every object as JSON, in apply order (what server-side apply sends); the list is
+    /// [`Bundle::resources`].
     pub fn objects(&self) -> Vec<serde_json::Value> {
-        fn v<T: Serialize>(t: &T) -> serde_json::Value {
-            serde_json::to_value(t).expect("k8s-openapi objects serialise")
-        }
-        vec![
-            v(&self.namespace),
-            v(&self.service_account),
-            v(&self.deployment),
-            v(&self.service),
-            v(&self.hpa),
-            v(&self.pdb),
-            v(&self.network_policy),
-        ]
+        self.resources().into_iter().map(|o| o.value).collect()
     }
 
     /// Multi-document YAML, for GitOps (`deployer render`).
