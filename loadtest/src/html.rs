@@ -122,10 +122,61 @@ fn chart(title: &str, unit: &str, t_end: f64, series: &[Line]) -> String {
 /// The whole page.
 pub fn render(report: &Report) -> String {
     let s = &report.summary;
+    let t_end = report.series.len().saturating_sub(1) as f64;
+    let server = report.server_metrics.as_ref();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>torchship load test: {model}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+.axis {{ stroke: #888; }} .title {{ font-weight: bold; font-size: 13px; }} .tick, .legend {{ font-size: 11px; }}
+</style></head><body>
+<h1>Load test: {model}</h1>
+<p>{mode} &rarr; {url}</p>
+<p>{requests} requests, {ok} ok, error rate {err:.2}%, {late} sent late; offered {offered:.1} req/s, achieved {achieved:.1} req/s over {dur:.1} s.</p>
+{latency_table}
+{client}
+{server}
+{kube}
+</body></html>
+"#,
+        model = escape(&s.model),
+        mode = escape(&s.mode),
+        url = escape(&s.url),
+        requests = s.requests,
+        ok = s.ok,
+        err = 100.0 * s.error_rate,
+        late = s.late,
+        offered = s.offered_rps,
+        achieved = s.achieved_rps,
+        dur = s.duration_s,
+        latency_table = latency_table(report),
+        client = client_charts(report, t_end),
+        server = server.map(|m| server_chart(m, t_end)).unwrap_or_default(),
+        kube = report
+            .kubernetes
+            .as_ref()
+            .map(|k| kube_section(k, t_end))
+            .unwrap_or_default(),
+    )
+}
+
+/// Corrected and uncorrected percentiles of the whole run.
+fn latency_table(report: &Report) -> String {
+    let l = &report.summary.latency_ms;
+    let mut rows = String::new();
+    for (name, p) in [("corrected", &l.corrected), ("uncorrected", &l.uncorrected)] {
+        let _ = write!(rows, "<tr><th>{name}</th><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>", p.p50, p.p90, p.p95, p.p99, p.p999, p.max);
+    }
+    format!("<table><tr><th>latency ms</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>{rows}</table>")
+}
+
+/// Requests per second and latency per second, as the client saw them.
+fn client_charts(report: &Report, t_end: f64) -> String {
     let col = |f: fn(&crate::stats::Second) -> f64| {
         per_second(report.series.iter().map(f).collect::<Vec<f64>>())
     };
-    let t_end = report.series.len().saturating_sub(1) as f64;
     let rps = chart(
         "requests per second",
         "req/s",
@@ -146,85 +197,48 @@ pub fn render(report: &Report) -> String {
             ("p99", "#d62728", col(|r| r.p99)),
         ],
     );
-    let mut rows = String::new();
-    for (name, p) in [
-        ("corrected", &s.latency_ms.corrected),
-        ("uncorrected", &s.latency_ms.uncorrected),
-    ] {
-        let _ = write!(rows, "<tr><th>{name}</th><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>", p.p50, p.p90, p.p95, p.p99, p.p999, p.max);
-    }
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>torchship load test: {model}</title>
-<style>
-body {{ font: 14px system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-.axis {{ stroke: #888; }} .title {{ font-weight: bold; font-size: 13px; }} .tick, .legend {{ font-size: 11px; }}
-</style></head><body>
-<h1>Load test: {model}</h1>
-<p>{mode} &rarr; {url}</p>
-<p>{requests} requests, {ok} ok, error rate {err:.2}%, {late} sent late; offered {offered:.1} req/s, achieved {achieved:.1} req/s over {dur:.1} s.</p>
-<table><tr><th>latency ms</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>{rows}</table>
-{rps}
-{latency}
-{server}
-{kube}
-</body></html>
-"#,
-        model = escape(&s.model),
-        mode = escape(&s.mode),
-        url = escape(&s.url),
-        requests = s.requests,
-        ok = s.ok,
-        err = 100.0 * s.error_rate,
-        late = s.late,
-        offered = s.offered_rps,
-        achieved = s.achieved_rps,
-        dur = s.duration_s,
-        server = report
-            .server_metrics
-            .as_ref()
-            .map(|m| {
-                let col = |f: fn(&crate::scrape::ServerPoint) -> f64| {
-                    m.points.iter().map(|p| (p.t, f(p))).collect::<Vec<_>>()
-                };
-                chart(
-                    "server (/metrics): pending requests and mean batch size",
-                    "",
-                    t_end,
-                    &[
-                        ("pending", "#9467bd", col(|p| p.pending_requests)),
-                        ("mean batch", "#8c564b", col(|p| p.mean_batch)),
-                    ],
-                )
-            })
-            .unwrap_or_default(),
-        kube = report
-            .kubernetes
-            .as_ref()
-            .map(|k| kube_section(k, t_end))
-            .unwrap_or_default(),
+    format!("{rps}\n{latency}")
+}
+
+/// `--scrape-metrics`: the server's queue and batch size.
+fn server_chart(m: &crate::report::ServerMetrics, t_end: f64) -> String {
+    let col = |f: fn(&crate::scrape::ServerPoint) -> f64| {
+        m.points.iter().map(|p| (p.t, f(p))).collect::<Vec<_>>()
+    };
+    chart(
+        "server (/metrics): pending requests and mean batch size",
+        "",
+        t_end,
+        &[
+            ("pending", "#9467bd", col(|p| p.pending_requests)),
+            ("mean batch", "#8c564b", col(|p| p.mean_batch)),
+        ],
     )
 }
 
 /// Replicas and CPU charts and the timeline table for `--watch-hpa`.
 fn kube_section(k: &Timeline, t_end: f64) -> String {
+    format!(
+        r#"<h2>Kubernetes: HPA {hpa} &rarr; Deployment {dep}</h2>
+{charts}
+<table id="hpa-timeline"><tr><th>t (s)</th><th>object</th><th>replicas</th><th>desired</th><th>ready</th><th>CPU / target</th><th>note</th></tr>{rows}</table>"#,
+        hpa = escape(&k.hpa),
+        dep = escape(k.deployment.as_deref().unwrap_or("?")),
+        charts = kube_charts(k, t_end),
+        rows = timeline_rows(k),
+    )
+}
+
+/// Replicas (current, desired, ready) and CPU against its target, as steps over time.
+fn kube_charts(k: &Timeline, t_end: f64) -> String {
     let hpa = |f: fn(&HpaPoint) -> Option<f64>| {
-        steps(
-            k.hpa_timeline
-                .iter()
-                .filter_map(|p| f(p).map(|v| (p.t, v)))
-                .collect(),
-            t_end,
-        )
+        let points = k.hpa_timeline.iter().filter_map(|p| f(p).map(|v| (p.t, v)));
+        steps(points.collect(), t_end)
     };
-    let ready = steps(
-        k.deployment_timeline
-            .iter()
-            .map(|d| (d.t, d.ready_replicas as f64))
-            .collect(),
-        t_end,
-    );
+    let ready = k
+        .deployment_timeline
+        .iter()
+        .map(|d| (d.t, d.ready_replicas as f64));
     let replicas = chart(
         "replicas",
         "pods",
@@ -240,7 +254,7 @@ fn kube_section(k: &Timeline, t_end: f64) -> String {
                 "#ff7f0e",
                 hpa(|p| Some(p.desired_replicas as f64)),
             ),
-            ("ready", "#2ca02c", ready),
+            ("ready", "#2ca02c", steps(ready.collect(), t_end)),
         ],
     );
     let cpu = chart(
@@ -256,6 +270,11 @@ fn kube_section(k: &Timeline, t_end: f64) -> String {
             ),
         ],
     );
+    format!("{replicas}\n{cpu}")
+}
+
+/// One row per HPA reading, Deployment change and watch error.
+fn timeline_rows(k: &Timeline) -> String {
     let pct = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
     let mut rows = String::new();
     for p in &k.hpa_timeline {
@@ -284,12 +303,5 @@ fn kube_section(k: &Timeline, t_end: f64) -> String {
             escape(e)
         );
     }
-    format!(
-        r#"<h2>Kubernetes: HPA {hpa} &rarr; Deployment {dep}</h2>
-{replicas}
-{cpu}
-<table id="hpa-timeline"><tr><th>t (s)</th><th>object</th><th>replicas</th><th>desired</th><th>ready</th><th>CPU / target</th><th>note</th></tr>{rows}</table>"#,
-        hpa = escape(&k.hpa),
-        dep = escape(k.deployment.as_deref().unwrap_or("?")),
-    )
+    rows
 }

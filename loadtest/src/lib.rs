@@ -71,20 +71,8 @@ impl LoadError {
 
 /// Reads the model's metadata, runs the load until done or `stop` resolves, and returns the report.
 pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, LoadError> {
-    match (args.rate, args.concurrency, &args.stages) {
-        (Some(r), _, _) if !(r > 0.0 && r.is_finite()) => {
-            return Err(LoadError::Usage(format!(
-                "--rate {r} must be a positive number"
-            )))
-        }
-        (None, None, None) => {
-            return Err(LoadError::Usage(
-                "give --rate R or --stages (open loop), or --concurrency N (closed loop)".into(),
-            ))
-        }
-        _ => {}
-    }
-    // Only for the metadata; the load goes over `conn`'s connections.
+    check_mode(args)?;
+    // Only for the metadata and scrapes; the load goes over `conn`'s connections.
     let mut builder = reqwest::Client::builder();
     if args.h2c {
         builder = builder.http2_prior_knowledge();
@@ -92,28 +80,7 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
     let client = builder
         .build()
         .map_err(|e| LoadError::Client(e.to_string()))?;
-    let meta_url = format!(
-        "{}/v2/models/{}",
-        args.url.trim_end_matches('/'),
-        args.model
-    );
-    let metadata_error = |reason: String| LoadError::Metadata {
-        model: args.model.clone(),
-        url: meta_url.clone(),
-        reason,
-    };
-    let response = client
-        .get(&meta_url)
-        .send()
-        .await
-        .map_err(|e| metadata_error(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(metadata_error(format!("HTTP {}", response.status())));
-    }
-    let meta: protocol::ModelMetadata = response
-        .json()
-        .await
-        .map_err(|e| metadata_error(e.to_string()))?;
+    let meta = metadata(&client, args).await?;
     let payload = payload::build(&meta, args.api, &mut payload::Rng::new(args.seed))?;
     let kube = match &args.watch_hpa {
         Some(_) => {
@@ -152,4 +119,43 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         report::ServerMetrics { points, errors }
     });
     Ok(report)
+}
+
+/// An open loop needs a positive rate or stages; a closed loop a concurrency.
+fn check_mode(args: &Args) -> Result<(), LoadError> {
+    match (args.rate, args.concurrency, &args.stages) {
+        (Some(r), _, _) if !(r > 0.0 && r.is_finite()) => Err(LoadError::Usage(format!(
+            "--rate {r} must be a positive number"
+        ))),
+        (None, None, None) => Err(LoadError::Usage(
+            "give --rate R or --stages (open loop), or --concurrency N (closed loop)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /v2/models/{model}`: what the payload is generated from.
+async fn metadata(
+    client: &reqwest::Client,
+    args: &Args,
+) -> Result<protocol::ModelMetadata, LoadError> {
+    let url = format!(
+        "{}/v2/models/{}",
+        args.url.trim_end_matches('/'),
+        args.model
+    );
+    let error = |reason: String| LoadError::Metadata {
+        model: args.model.clone(),
+        url: url.clone(),
+        reason,
+    };
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(error(format!("HTTP {}", response.status())));
+    }
+    response.json().await.map_err(|e| error(e.to_string()))
 }

@@ -37,16 +37,28 @@ pub async fn status(
         .get(&name)
         .await
         .map_err(|e| cluster.explain(e, &format!("read HPA {name}")))?;
+    describe_hpa(&hpa, ns, out);
+    if lacks_metrics(&hpa) {
+        let why = explain_missing_metrics(preflight::metrics_api(cluster).await?);
+        let _ = writeln!(out, "  {why}");
+    }
+    hpa_events(cluster, ns, &name, out).await?;
+    pods(cluster, ns, out).await
+}
+
+/// The HPA's target, metrics (current / target), replica counts and conditions.
+fn describe_hpa(hpa: &HorizontalPodAutoscaler, ns: &str, out: &mut impl Write) {
     let spec = hpa.spec.clone().unwrap_or_default();
     let st = hpa.status.clone().unwrap_or_default();
+    let name = hpa.name_any();
+    let target = &spec.scale_target_ref.name;
     let _ = writeln!(
         out,
-        "HorizontalPodAutoscaler {ns}/{name} -> Deployment/{}",
-        spec.scale_target_ref.name
+        "HorizontalPodAutoscaler {ns}/{name} -> Deployment/{target}"
     );
     for m in spec.metrics.iter().flatten() {
         if let Some(r) = &m.resource {
-            let (current, target) = torchship_kube::resource_metric(&hpa, &r.name);
+            let (current, target) = torchship_kube::resource_metric(hpa, &r.name);
             let current = current
                 .map(|u| format!("{u}%"))
                 .unwrap_or_else(|| "<unknown>".into());
@@ -58,12 +70,8 @@ pub async fn status(
             );
         }
         if let Some(p) = &m.pods {
-            let target = p
-                .target
-                .average_value
-                .as_ref()
-                .map(|q| q.0.clone())
-                .unwrap_or_default();
+            let target = p.target.average_value.as_ref().map(|q| q.0.clone());
+            let target = target.unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  pods metric {}: target average {target}",
@@ -89,23 +97,32 @@ pub async fn status(
             c.message.clone().unwrap_or_default()
         );
     }
-    let no_metrics = st.conditions.iter().flatten().any(|c| {
+}
+
+/// Whether the HPA says it cannot read the resource metric.
+fn lacks_metrics(hpa: &HorizontalPodAutoscaler) -> bool {
+    let conditions = hpa
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten());
+    conditions.into_iter().any(|c| {
         c.type_ == "ScalingActive"
             && c.status == "False"
             && c.reason.as_deref() == Some("FailedGetResourceMetric")
-    });
-    if no_metrics {
-        let _ = writeln!(
-            out,
-            "  {}",
-            explain_missing_metrics(preflight::metrics_api(cluster).await?)
-        );
-    }
+    })
+}
+
+/// The HPA's last five events.
+async fn hpa_events(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    out: &mut impl Write,
+) -> Result<(), DeployError> {
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+    let fields = format!("involvedObject.name={name},involvedObject.kind=HorizontalPodAutoscaler");
     let evs = events
-        .list(&ListParams::default().fields(&format!(
-            "involvedObject.name={name},involvedObject.kind=HorizontalPodAutoscaler"
-        )))
+        .list(&ListParams::default().fields(&fields))
         .await
         .map_err(|e| cluster.explain(e, "list the HPA's events"))?;
     for e in evs.items.iter().rev().take(5) {
@@ -116,6 +133,11 @@ pub async fn status(
             e.message.clone().unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+/// The server's pods: phase, readiness, node.
+async fn pods(cluster: &Cluster, ns: &str, out: &mut impl Write) -> Result<(), DeployError> {
     let selector = "app.kubernetes.io/name=torchship-server";
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
     let list = pods
@@ -124,27 +146,16 @@ pub async fn status(
         .map_err(|e| cluster.explain(e, "list pods"))?;
     let _ = writeln!(out, "pods:");
     for p in &list.items {
-        let phase = p
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        let ready = p
-            .status
-            .iter()
+        let status = p.status.as_ref();
+        let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
+        let ready = status
+            .into_iter()
             .flat_map(|s| s.conditions.iter().flatten())
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        let node = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_else(|| "<unscheduled>".into());
-        let _ = writeln!(
-            out,
-            "  {} {phase}{} on {node}",
-            p.name_any(),
-            if ready { " ready" } else { "" }
-        );
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+        let node = node.unwrap_or_else(|| "<unscheduled>".into());
+        let ready = if ready { " ready" } else { "" };
+        let _ = writeln!(out, "  {} {phase}{ready} on {node}", p.name_any());
     }
     Ok(())
 }

@@ -74,12 +74,12 @@ pub async fn run(
         .apiserver_version()
         .await
         .map_err(|e| cluster.explain(e, "read the server version"))?;
+    let server = &cluster.server;
     let _ = writeln!(
         out,
-        "preflight: cluster {} at {}",
-        version.git_version, cluster.server
+        "preflight: cluster {} at {server}",
+        version.git_version
     );
-
     match metrics_api(cluster).await? {
         MetricsApi::Available => {
             let _ = writeln!(
@@ -91,97 +91,114 @@ pub async fn run(
             let _ = writeln!(out, "preflight: WARNING {}", missing.explain());
         }
     }
-
-    let nodes: Api<Node> = Api::all(cluster.client.clone());
     if let Some(name) = &opts.node {
-        match nodes
-            .get_opt(name)
-            .await
-            .map_err(|e| cluster.explain(e, &format!("read node {name}")))?
-        {
-            Some(_) => {
-                let _ = writeln!(out, "preflight: node {name} exists");
-            }
-            None => problems.push(format!(
-                "node '{name}' does not exist (kubectl get nodes lists them)"
-            )),
-        }
+        check_node(cluster, name, &mut problems, out).await?;
     }
-
     if opts.profile == Profile::Gpu {
-        let selector = format!("{}={}", GPU_NODE_LABEL.0, GPU_NODE_LABEL.1);
-        let gpu_nodes = nodes
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| cluster.explain(e, "list GPU nodes"))?;
-        let pinned = opts.node.as_deref();
-        let total: i64 = gpu_nodes
-            .items
-            .iter()
-            .filter(|n| pinned.is_none_or(|p| n.metadata.name.as_deref() == Some(p)))
-            .filter_map(|n| {
-                n.status
-                    .as_ref()?
-                    .allocatable
-                    .as_ref()?
-                    .get(GPU_RESOURCE)?
-                    .0
-                    .parse::<i64>()
-                    .ok()
-            })
-            .sum();
-        let min = bundle
-            .hpa
-            .spec
-            .as_ref()
-            .and_then(|s| s.min_replicas)
-            .unwrap_or(1) as i64;
-        let need = min * opts.gpus_per_pod as i64;
-        if total < need {
-            let fit = total / opts.gpus_per_pod.max(1) as i64;
-            problems.push(format!(
-                "{total} {GPU_RESOURCE} allocatable on nodes labelled {selector}{}, but minReplicas {min} x {} per pod needs {need}: {} pod(s) would stay Pending",
-                pinned.map(|p| format!(" (only node {p})")).unwrap_or_default(),
-                opts.gpus_per_pod,
-                min - fit
-            ));
-        } else {
-            let _ = writeln!(out, "preflight: {total} GPUs allocatable for {need} needed");
-        }
-        let daemonsets: Api<DaemonSet> = Api::all(cluster.client.clone());
-        let plugin = daemonsets
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| cluster.explain(e, "list daemonsets"))?
-            .items
-            .into_iter()
-            .any(|d| {
-                d.metadata
-                    .name
-                    .is_some_and(|n| n.contains("nvidia-device-plugin"))
-            });
-        if !plugin {
-            problems.push("no NVIDIA device plugin DaemonSet found: nodes will not advertise nvidia.com/gpu. Install it (the NVIDIA GPU Operator or the k8s-device-plugin DaemonSet)".into());
-        }
+        check_gpus(cluster, bundle, opts, &mut problems, out).await?;
+        check_device_plugin(cluster, &mut problems).await?;
     }
-
-    for c in bundle
-        .pod_spec()
-        .map(|p| p.containers.as_slice())
-        .unwrap_or_default()
-    {
-        let cpu = c
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .is_some_and(|r| r.contains_key("cpu"));
-        if !cpu {
-            problems.push(format!("container {} has no CPU request: the HPA computes utilisation against requests and would show <unknown>", c.name));
-        }
-    }
+    check_cpu_requests(bundle, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(DeployError::Preflight(problems))
+    }
+}
+
+/// The node to pin to exists.
+async fn check_node(
+    cluster: &Cluster,
+    name: &str,
+    problems: &mut Vec<String>,
+    out: &mut impl Write,
+) -> Result<(), DeployError> {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let node = nodes
+        .get_opt(name)
+        .await
+        .map_err(|e| cluster.explain(e, &format!("read node {name}")))?;
+    match node {
+        Some(_) => {
+            let _ = writeln!(out, "preflight: node {name} exists");
+        }
+        None => problems.push(format!(
+            "node '{name}' does not exist (kubectl get nodes lists them)"
+        )),
+    }
+    Ok(())
+}
+
+/// Enough GPUs allocatable on GPU nodes (only the pinned one, with --node) for minReplicas pods.
+async fn check_gpus(
+    cluster: &Cluster,
+    bundle: &Bundle,
+    opts: &Options,
+    problems: &mut Vec<String>,
+    out: &mut impl Write,
+) -> Result<(), DeployError> {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let selector = format!("{}={}", GPU_NODE_LABEL.0, GPU_NODE_LABEL.1);
+    let gpu_nodes = nodes
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| cluster.explain(e, "list GPU nodes"))?;
+    let pinned = opts.node.as_deref();
+    let allocatable = |n: &Node| {
+        let quantity = n.status.as_ref()?.allocatable.as_ref()?.get(GPU_RESOURCE)?;
+        quantity.0.parse::<i64>().ok()
+    };
+    let total: i64 = gpu_nodes
+        .items
+        .iter()
+        .filter(|n| pinned.is_none_or(|p| n.metadata.name.as_deref() == Some(p)))
+        .filter_map(allocatable)
+        .sum();
+    let min_replicas = bundle.hpa.spec.as_ref().and_then(|s| s.min_replicas);
+    let min = min_replicas.unwrap_or(1) as i64;
+    let need = min * opts.gpus_per_pod as i64;
+    if total < need {
+        let fit = total / opts.gpus_per_pod.max(1) as i64;
+        problems.push(format!(
+            "{total} {GPU_RESOURCE} allocatable on nodes labelled {selector}{}, but minReplicas {min} x {} per pod needs {need}: {} pod(s) would stay Pending",
+            pinned.map(|p| format!(" (only node {p})")).unwrap_or_default(),
+            opts.gpus_per_pod,
+            min - fit
+        ));
+    } else {
+        let _ = writeln!(out, "preflight: {total} GPUs allocatable for {need} needed");
+    }
+    Ok(())
+}
+
+/// Without NVIDIA's device plugin no node advertises GPUs.
+async fn check_device_plugin(
+    cluster: &Cluster,
+    problems: &mut Vec<String>,
+) -> Result<(), DeployError> {
+    let daemonsets: Api<DaemonSet> = Api::all(cluster.client.clone());
+    let list = daemonsets
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| cluster.explain(e, "list daemonsets"))?;
+    let plugin = list.items.into_iter().any(|d| {
+        d.metadata
+            .name
+            .is_some_and(|n| n.contains("nvidia-device-plugin"))
+    });
+    if !plugin {
+        problems.push("no NVIDIA device plugin DaemonSet found: nodes will not advertise nvidia.com/gpu. Install it (the NVIDIA GPU Operator or the k8s-device-plugin DaemonSet)".into());
+    }
+    Ok(())
+}
+
+/// The HPA computes utilisation against CPU requests: every container needs one.
+fn check_cpu_requests(bundle: &Bundle, problems: &mut Vec<String>) {
+    let containers = bundle.pod_spec().map(|p| p.containers.as_slice());
+    for c in containers.unwrap_or_default() {
+        let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        if !requests.is_some_and(|r| r.contains_key("cpu")) {
+            problems.push(format!("container {} has no CPU request: the HPA computes utilisation against requests and would show <unknown>", c.name));
+        }
     }
 }

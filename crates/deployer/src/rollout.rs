@@ -168,7 +168,6 @@ pub async fn diagnose(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Str
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| cluster.explain(e, "list the deployment's pods"))?;
-    let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
     // Kubernetes >= 1.36 says only "had untolerated taint(s)": the taints are read from the nodes.
     let nodes = Api::<Node>::all(cluster.client.clone())
         .list(&ListParams::default())
@@ -181,17 +180,7 @@ pub async fn diagnose(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Str
     let mut unschedulable: Vec<(String, Vec<String>)> = Vec::new();
     for pod in list.items.iter().filter(|p| !is_ready(p)) {
         let name = pod.name_any();
-        let evs = events
-            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-            .await
-            .map_err(|e| cluster.explain(e, &format!("list the events of pod {name}")))?;
-        if let Some(msg) = evs
-            .items
-            .iter()
-            .rev()
-            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
-            .and_then(|e| e.message.clone())
-        {
+        if let Some(msg) = failed_scheduling(cluster, ns, &name).await? {
             let untolerated = scheduling::untolerated_taints(pod, &nodes);
             for cause in scheduling::explain(&msg, &untolerated) {
                 match unschedulable.iter_mut().find(|(c, _)| *c == cause) {
@@ -200,32 +189,7 @@ pub async fn diagnose(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Str
                 }
             }
         }
-        for cs in pod
-            .status
-            .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten())
-        {
-            let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
-                continue;
-            };
-            match waiting.reason.as_deref() {
-                Some("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName") => findings.push(format!(
-                    "pod {name}: the image {} cannot be pulled ({}). Check the name and tag, the registry credentials (imagePullSecrets), or for kind: kind load docker-image {}",
-                    cs.image, waiting.message.clone().unwrap_or_default(), cs.image
-                )),
-                Some("CrashLoopBackOff") => {
-                    let params = LogParams { container: Some(cs.name.clone()), previous: true, tail_lines: Some(10), ..Default::default() };
-                    let logs = pods.logs(&name, &params).await.unwrap_or_else(|e| format!("(logs unavailable: {e})"));
-                    findings.push(format!(
-                        "pod {name}: container {} keeps crashing (restarted {} times). Its last log lines:\n{}",
-                        cs.name,
-                        cs.restart_count,
-                        logs.lines().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n")
-                    ));
-                }
-                _ => {}
-            }
-        }
+        findings.extend(container_problems(&pods, pod).await);
     }
     let scheduling = unschedulable.into_iter().map(|(cause, pods)| {
         let which = if pods.len() == 1 { "pod" } else { "pods" };
@@ -236,15 +200,62 @@ pub async fn diagnose(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Str
     Ok(if findings.is_empty() {
         "No pod reports a scheduling, image or crash problem; the pods may still be starting (model load and warm-up) or failing their readiness probe. Look at: kubectl describe pods -n <namespace>".into()
     } else {
-        format!(
-            "Diagnosis:\n{}",
-            findings
-                .iter()
-                .map(|f| format!("  - {f}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
+        let lines: Vec<String> = findings.iter().map(|f| format!("  - {f}")).collect();
+        format!("Diagnosis:\n{}", lines.join("\n"))
     })
+}
+
+/// The scheduler's latest FailedScheduling message for the pod, if any.
+async fn failed_scheduling(
+    cluster: &Cluster,
+    ns: &str,
+    pod: &str,
+) -> Result<Option<String>, DeployError> {
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+    let evs = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+        .await
+        .map_err(|e| cluster.explain(e, &format!("list the events of pod {pod}")))?;
+    Ok(evs
+        .items
+        .iter()
+        .rev()
+        .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+        .and_then(|e| e.message.clone()))
+}
+
+/// Images that cannot be pulled and containers that keep crashing (with their last log lines).
+async fn container_problems(pods: &Api<Pod>, pod: &Pod) -> Vec<String> {
+    let name = pod.name_any();
+    let mut findings = Vec::new();
+    let statuses = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten());
+    for cs in statuses {
+        let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        match waiting.reason.as_deref() {
+            Some("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName") => findings.push(format!(
+                "pod {name}: the image {} cannot be pulled ({}). Check the name and tag, the registry credentials (imagePullSecrets), or for kind: kind load docker-image {}",
+                cs.image, waiting.message.clone().unwrap_or_default(), cs.image
+            )),
+            Some("CrashLoopBackOff") => {
+                let params = LogParams { container: Some(cs.name.clone()), previous: true, tail_lines: Some(10), ..Default::default() };
+                let logs = pods.logs(&name, &params).await.unwrap_or_else(|e| format!("(logs unavailable: {e})"));
+                let tail: Vec<String> = logs.lines().map(|l| format!("      {l}")).collect();
+                findings.push(format!(
+                    "pod {name}: container {} keeps crashing (restarted {} times). Its last log lines:\n{}",
+                    cs.name,
+                    cs.restart_count,
+                    tail.join("\n")
+                ));
+            }
+            _ => {}
+        }
+    }
+    findings
 }
 
 fn is_ready(p: &Pod) -> bool {
