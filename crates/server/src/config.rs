@@ -196,6 +196,14 @@ pub struct ServerConfig {
     pub control_key: Option<ControlKey>,
 }
 
+/// Timings of the accept loop and the shutdown sequence (what `serve` needs of the config).
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    pub header_timeout: Duration,
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+}
+
 /// Command-line overrides of every model's batching settings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BatchOverrides {
@@ -260,8 +268,8 @@ impl Args {
 }
 
 impl ServerConfig {
-    pub fn timings(&self) -> crate::serve::Timings {
-        crate::serve::Timings {
+    pub fn timings(&self) -> Timings {
+        Timings {
             header_timeout: self.header_timeout,
             shutdown_delay: self.shutdown_delay,
             drain_timeout: self.drain_timeout,

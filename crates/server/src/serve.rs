@@ -22,13 +22,7 @@ use tower::ServiceExt;
 
 use crate::{AppState, StartupError};
 
-/// Timings of the accept loop and the shutdown sequence.
-#[derive(Clone, Copy, Debug)]
-pub struct Timings {
-    pub header_timeout: Duration,
-    pub shutdown_delay: Duration,
-    pub drain_timeout: Duration,
-}
+pub use crate::config::Timings;
 
 /// Serves `app` on `listener` until `stop` resolves, then drains connections within
 /// `drain_timeout`.
