@@ -161,3 +161,25 @@ fn the_codec_crate_has_no_http_and_no_libtorch() {
         );
     }
 }
+
+/// README's request-path paragraph names one file per stage; each must exist.
+#[test]
+fn the_readme_names_files_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let para = readme
+        .split("The request path, one file per stage:")
+        .nth(1)
+        .expect("README has the request-path paragraph");
+    let para = para.split("\n\n").next().unwrap();
+    let paths: Vec<&str> = para
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|p| p.starts_with("crates/"))
+        .collect();
+    assert!(paths.len() >= 5, "{paths:?}");
+    for p in paths {
+        assert!(root.join(p).exists(), "README names {p}, which does not exist");
+    }
+}
