@@ -117,10 +117,8 @@ async fn json_rejections(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let (method, path) = (
-        request.method().to_string(),
-        request.uri().path().to_string(),
-    );
+    // Cheap clones (`Method` is an enum, `Uri` shares its bytes); strings only for a 405.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let response = next.run(request).await;
     let status = response.status();
     let is_json = response
@@ -132,6 +130,7 @@ async fn json_rejections(
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         // axum's method router sets `Allow` on the answer after this layer has run.
+        let (method, path) = (method.to_string(), uri.path().to_string());
         return ApiError::MethodNotAllowed { method, path }.into_response();
     }
     let body = response.into_body();
