@@ -1,0 +1,148 @@
+//! The bench's child processes, each this same program started with a mode word, so that nothing
+//! measured shares a process with anything else:
+//! - `ceiling MODEL WIDTH BATCH SECONDS`: libtorch alone, the model called in a loop at that
+//!   batch size, with the thread count libtorch picks for the server too; prints rows/s.
+//! - `serve BATCHING`: the server (this crate's library, as `main.rs` runs it) on 127.0.0.1:0 on
+//!   the demo models; prints its port, then serves until killed.
+//! - `load URL MODEL CONCURRENCY SECONDS`: the project's load tester (its library, as its CLI runs
+//!   it), closed loop, binary tensors; prints the report's summary as JSON.
+//! - `baseline`: loads both demo models with libtorch and warms them once; prints its RSS in MiB.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use std::time::Instant;
+
+pub fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+pub fn row(width: usize) -> Vec<f32> {
+    (0..width)
+        .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
+        .collect()
+}
+
+fn module(name: &str) -> tch::CModule {
+    let mut m = tch::CModule::load(models_dir().join(name).join("1/model.pt"))
+        .expect("the demo models: run scripts/setup.sh");
+    m.set_eval();
+    m
+}
+
+/// Runs the mode named by `args` (without the program name); `false` if there is none.
+pub fn run(args: &[String]) -> bool {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["ceiling", model, width, batch, seconds] => {
+            let rows = ceiling(model, parse(width), parse(batch), parse(seconds));
+            println!("{rows}");
+        }
+        ["serve", batching] => serve(*batching == "on"),
+        ["load", url, model, concurrency, seconds] => load(url, model, concurrency, seconds),
+        ["baseline"] => {
+            let _g = tch::no_grad_guard();
+            let _kept: Vec<tch::CModule> = [("mlp", 1024), ("digits", 64)]
+                .iter()
+                .map(|&(name, width)| {
+                    let m = module(name);
+                    let x = tch::Tensor::from_slice(&row(width)).reshape([1, width as i64]);
+                    let _ = m.forward_ts(&[&x]).expect("forward");
+                    m
+                })
+                .collect();
+            println!("{:.1}", rss_mib(std::process::id()).unwrap_or(0.0));
+        }
+        _ => return false,
+    }
+    true
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> T {
+    s.parse()
+        .unwrap_or_else(|_| panic!("bench: bad number {s}"))
+}
+
+/// libtorch alone: rows/s at `batch` over about `seconds`.
+fn ceiling(model: &str, width: usize, batch: usize, seconds: f64) -> f64 {
+    let m = module(model);
+    let _g = tch::no_grad_guard();
+    let x =
+        tch::Tensor::from_slice(&row(width).repeat(batch)).reshape([batch as i64, width as i64]);
+    for _ in 0..3 {
+        let _ = m.forward_ts(&[&x]).expect("forward");
+    }
+    let (start, mut runs) = (Instant::now(), 0usize);
+    while start.elapsed().as_secs_f64() < seconds {
+        let _ = m.forward_ts(&[&x]).expect("forward");
+        runs += 1;
+    }
+    (runs * batch) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// As `main.rs` runs it: the runtime with the config's worker count (`BENCH_WORKERS` overrides,
+/// for measuring the choice).
+fn serve(batching: bool) {
+    let mut config = server::ServerConfig::for_repository(models_dir());
+    config.overrides.dynamic = Some(batching);
+    config.max_inflight = 4096;
+    if let Some(n) = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.worker_threads = n;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers())
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let state = server::start(config).await.expect("server start");
+        state.settled().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("{}", listener.local_addr().expect("addr").port());
+        server::serve(listener, None, state, std::future::pending())
+            .await
+            .expect("serve");
+    });
+}
+
+fn load(url: &str, model: &str, concurrency: &str, seconds: &str) {
+    let args = loadtest::Args::parse_from([
+        "loadtest",
+        "--url",
+        url,
+        "--model",
+        model,
+        "--concurrency",
+        concurrency,
+        "--duration",
+        &format!("{seconds}s"),
+        "--api",
+        "v2-binary",
+    ]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let report = rt
+        .block_on(loadtest::run(&args, std::future::pending()))
+        .expect("load test");
+    println!("{}", serde_json::to_string(&report.summary).expect("JSON"));
+}
+
+/// Resident memory of a process, from /proc (Linux).
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    field_kib(pid, "VmRSS:").map(|k| k / 1024.0)
+}
+
+/// Peak resident memory of a process.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    field_kib(pid, "VmHWM:").map(|k| k / 1024.0)
+}
+
+fn field_kib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
