@@ -78,9 +78,16 @@ pub struct Args {
     #[arg(long, env = "TORCHSHIP_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_body_size: usize,
 
-    /// libtorch intra-op threads (0 = libtorch's default, one per core).
+    /// libtorch intra-op threads (0 = one per CPU this process may use: the cgroup's CPU limit
+    /// in a container, not the host's core count).
     #[arg(long, env = "TORCHSHIP_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
+
+    /// Threads that handle HTTP (tokio workers). 0 = half the CPUs this process may use, at least
+    /// one: the rest are the forward passes' (a worker that preempts a matmul thread stalls the
+    /// whole pass).
+    #[arg(long, env = "TORCHSHIP_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
 
     /// libtorch inter-op threads (0 = libtorch's default).
     #[arg(long, env = "TORCHSHIP_INTER_OP_THREADS", default_value_t = 0)]
@@ -182,6 +189,7 @@ pub struct ServerConfig {
     pub max_body_size: usize,
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
+    pub worker_threads: usize,
     pub strict_models: bool,
     pub model_control: ModelControl,
     pub default_timeout: Duration,
@@ -247,6 +255,7 @@ impl Args {
             max_body_size: self.max_body_size,
             intra_op_threads: self.intra_op_threads,
             inter_op_threads: self.inter_op_threads,
+            worker_threads: self.worker_threads,
             strict_models: self.strict_models,
             model_control: self.model_control,
             default_timeout: self.default_timeout,
@@ -267,7 +276,34 @@ impl Args {
     }
 }
 
+/// CPUs this process may use: the cgroup's CPU limit where there is one (std reads cgroup v1
+/// and v2 quotas and the affinity mask), else the host's.
+pub fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--worker-threads`: as given, or (0) half the usable CPUs, at least one.
+pub fn workers(flag: usize) -> usize {
+    match flag {
+        0 => (usable_cpus() / 2).max(1),
+        n => n,
+    }
+}
+
 impl ServerConfig {
+    /// libtorch's intra-op threads: the flag, or one per usable CPU.
+    pub fn intra_op(&self) -> usize {
+        match self.intra_op_threads {
+            0 => usable_cpus(),
+            n => n,
+        }
+    }
+
+    /// tokio worker threads: the flag, or half the usable CPUs (at least one).
+    pub fn workers(&self) -> usize {
+        workers(self.worker_threads)
+    }
+
     pub fn timings(&self) -> Timings {
         Timings {
             header_timeout: self.header_timeout,
@@ -285,6 +321,7 @@ impl ServerConfig {
             max_body_size: 64 << 20,
             intra_op_threads: 0,
             inter_op_threads: 0,
+            worker_threads: 0,
             strict_models: false,
             model_control: ModelControl::None,
             default_timeout: Duration::from_secs(30),

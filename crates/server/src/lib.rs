@@ -70,9 +70,7 @@ pub enum StartupError {
 /// the background and readiness reports when they are done; under `--strict-models` this waits for
 /// them and fails if any did.
 pub async fn start(config: ServerConfig) -> Result<AppState, StartupError> {
-    if config.intra_op_threads > 0 {
-        tch::set_num_threads(config.intra_op_threads as i32);
-    }
+    tch::set_num_threads(config.intra_op().min(i32::MAX as usize) as i32);
     if config.inter_op_threads > 0 {
         tch::set_num_interop_threads(config.inter_op_threads as i32);
     }

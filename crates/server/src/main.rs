@@ -51,9 +51,18 @@ async fn shutdown_signal() {
     });
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = server::Args::parse();
+    let workers = server::config::workers(args.worker_threads);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: server::Args) -> anyhow::Result<()> {
     if args.healthcheck {
         let probe =
             server::healthcheck::probe(args.host, args.port, std::time::Duration::from_secs(3));

@@ -180,6 +180,9 @@ fn the_readme_names_files_that_exist() {
         .collect();
     assert!(paths.len() >= 5, "{paths:?}");
     for p in paths {
-        assert!(root.join(p).exists(), "README names {p}, which does not exist");
+        assert!(
+            root.join(p).exists(),
+            "README names {p}, which does not exist"
+        );
     }
 }
