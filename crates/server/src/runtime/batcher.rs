@@ -4,7 +4,14 @@
 //!
 //! Policy. With `max_queue_delay = 0` (the default, "adaptive"): an idle instance takes whatever is
 //! queued at once, so light load pays no batching delay, and requests that arrive while every
-//! instance is busy form the next batch, so heavy load batches fully. With a delay (Triton-like), a
+//! instance is busy form the next batch, so heavy load batches fully. One refinement: the callers
+//! of a pass that just ended usually send their next request right away (closed-loop clients, a
+//! pipeline), so when requests are waiting but fewer than those callers would make, the free
+//! instance holds for them: until they are all back, at most a few of their usual return times
+//! and half the last pass, never past a queued request's deadline. Without it, N such clients
+//! settle into alternating part-size batches. A lone client never waits (it is its own returning
+//! caller), and where callers do not come back (open-loop traffic) holding stops after two holds
+//! that ran out, trying again once every 16 passes. With a delay (Triton-like), a
 //! batch waits until it is full, reaches a preferred size, or its oldest request has waited
 //! `max_queue_delay`. Requests whose client went away or whose deadline passed are dropped here,
 //! before they reach libtorch.
@@ -34,19 +41,112 @@ pub struct Pending {
     pub reply: Reply,
 }
 
-/// Requests that run as one forward pass. Dropping it (after replying) frees the instance.
+/// Requests that run as one forward pass. [`Batch::release`] (just before replying) or dropping it
+/// frees the instance.
 pub struct Batch {
     pub requests: Vec<Pending>,
     pub rows: u64,
-    _free: FreeInstance,
+    free: Option<FreeInstance>,
 }
 
-/// Tells the batcher that an instance is free again, whatever happened to the batch (even a panic).
-struct FreeInstance(mpsc::UnboundedSender<()>);
+impl Batch {
+    /// The pass is over: tells the batcher before the replies go out, so that every caller who
+    /// comes back arrives after the release (the forward thread takes its next batch after
+    /// replying).
+    pub fn release(&mut self) {
+        self.free.take();
+    }
+}
+
+/// Tells the batcher that an instance is free again, whatever happened to the batch (even a panic),
+/// with the batch's rows and how long it took.
+struct FreeInstance {
+    tx: mpsc::UnboundedSender<Freed>,
+    rows: u64,
+    dispatched: Instant,
+}
+
+/// A finished pass: its rows, and its time from dispatch to release.
+struct Freed {
+    rows: u64,
+    took: Duration,
+}
 
 impl Drop for FreeInstance {
     fn drop(&mut self) {
-        let _ = self.0.send(());
+        let took = self.dispatched.elapsed();
+        let _ = self.tx.send(Freed {
+            rows: self.rows,
+            took,
+        });
+    }
+}
+
+/// A hold lasts up to this many average return times (the last caller back is slower than the
+/// average one).
+const RETURN_TIMES: u32 = 3;
+
+/// Holds that end with nobody back, in a row, after which the batcher stops holding.
+const MISSES_TO_STOP: u32 = 2;
+
+/// While holding has stopped, every this many releases hold once anyway, to see whether callers
+/// come back now.
+const PROBE_EVERY: u32 = 16;
+
+/// The adaptive policy's memory of the callers of the last pass.
+#[derive(Debug, Default)]
+struct Returns {
+    /// Rows of the last pass whose callers have not sent again.
+    rows: u64,
+    /// When that pass released its instance.
+    released: Option<Instant>,
+    /// Until when the free instance waits for them.
+    hold_until: Option<Instant>,
+    /// Moving average of the time from a release to a caller's next request.
+    time: Option<Duration>,
+    /// Holds in a row that ran out before the callers were back.
+    misses: u32,
+    /// Releases since holding stopped.
+    since_stop: u32,
+}
+
+impl Returns {
+    /// A pass of `freed.rows` ended: hold for its callers (decided here, used only if requests
+    /// are queued when the free instance looks).
+    fn released(&mut self, freed: &Freed, max_rows: u64) {
+        let now = Instant::now();
+        (self.rows, self.released) = (freed.rows.min(max_rows), Some(now));
+        let bound = freed.took / 2;
+        let bound = self.time.map_or(bound, |t| (t * RETURN_TIMES).min(bound));
+        let stopped = self.misses >= MISSES_TO_STOP;
+        if stopped {
+            self.since_stop += 1;
+        }
+        let allowed = !stopped || self.since_stop % PROBE_EVERY == 0;
+        self.hold_until = (allowed && !bound.is_zero()).then_some(now + bound);
+    }
+
+    /// A request arrived (at `at`, with `rows`): during a hold, one of the callers coming back.
+    fn arrived(&mut self, at: Instant, rows: u64) {
+        let (Some(released), Some(_), true) = (self.released, self.hold_until, self.rows > 0)
+        else {
+            return;
+        };
+        let sample = at.saturating_duration_since(released);
+        self.time = Some(self.time.map_or(sample, |avg| (avg * 3 + sample) / 4));
+        self.rows = self.rows.saturating_sub(rows);
+    }
+
+    /// A batch left: a hold, if any, is over; one that ran out counts as a miss.
+    fn dispatched(&mut self) {
+        if let Some(until) = self.hold_until.take() {
+            if Instant::now() >= until {
+                self.misses += 1;
+            } else {
+                (self.misses, self.since_stop) = (0, 0);
+            }
+        }
+        self.rows = 0;
     }
 }
 
@@ -126,8 +226,9 @@ struct Batcher<B> {
     queued: Arc<AtomicUsize>,
     pending: IntGauge,
     idle: usize,
-    free_tx: mpsc::UnboundedSender<()>,
-    free_rx: mpsc::UnboundedReceiver<()>,
+    free_tx: mpsc::UnboundedSender<Freed>,
+    free_rx: mpsc::UnboundedReceiver<Freed>,
+    returns: Returns,
 }
 
 impl<B: Backend> Batcher<B> {
@@ -144,6 +245,7 @@ impl<B: Backend> Batcher<B> {
             pending,
             free_tx,
             free_rx,
+            returns: Returns::default(),
         }
     }
 
@@ -158,7 +260,7 @@ impl<B: Backend> Batcher<B> {
             let wake = self.wake_at();
             tokio::select! {
                 biased;
-                Some(()) = self.free_rx.recv() => self.idle += 1,
+                Some(freed) = self.free_rx.recv() => self.freed(freed),
                 msg = rx.recv(), if open => match msg {
                     Some(p) => self.enqueue(p),
                     None => open = false,
@@ -172,7 +274,15 @@ impl<B: Backend> Batcher<B> {
         }
     }
 
+    fn freed(&mut self, freed: Freed) {
+        self.idle += 1;
+        if self.adaptive() {
+            self.returns.released(&freed, self.policy.max_batch_rows);
+        }
+    }
+
     fn enqueue(&mut self, p: Pending) {
+        self.returns.arrived(p.enqueued, p.rows);
         let level = p.priority.min(self.levels.len() - 1);
         self.levels[level].push_back(p);
     }
@@ -225,20 +335,42 @@ impl<B: Backend> Batcher<B> {
         self.policy.max_batch_rows > 1
     }
 
-    /// When the next batch may be dispatched early because of the queue delay.
+    fn adaptive(&self) -> bool {
+        self.batching() && self.policy.max_queue_delay.is_zero()
+    }
+
+    /// When the next batch may be dispatched because the queue delay or a hold ends.
     fn wake_at(&self) -> Option<Instant> {
-        if self.idle == 0 || !self.batching() || self.policy.max_queue_delay.is_zero() {
+        if self.idle == 0 || !self.batching() || self.len() == 0 {
             return None;
         }
+        if self.adaptive() {
+            return self.returns.hold_until;
+        }
         self.oldest().map(|t| t + self.policy.max_queue_delay)
+    }
+
+    /// Adaptive: whether the free instance waits for the callers of the last pass.
+    fn holding(&self) -> bool {
+        let Some(until) = self.returns.hold_until else {
+            return false;
+        };
+        let rows = self.queued_rows();
+        let expected = (rows + self.returns.rows).min(self.policy.max_batch_rows);
+        let urgent = self.levels.iter().flatten().filter_map(|p| p.deadline);
+        let urgent = urgent.into_iter().any(|d| d.at <= until);
+        rows < expected && Instant::now() < until && !urgent
     }
 
     fn ready_to_dispatch(&self) -> bool {
         if self.len() == 0 || self.idle == 0 {
             return false;
         }
-        if !self.batching() || self.policy.max_queue_delay.is_zero() {
-            return true; // adaptive: an idle instance takes what is there
+        if !self.batching() {
+            return true;
+        }
+        if self.policy.max_queue_delay.is_zero() {
+            return !self.holding(); // adaptive: an idle instance takes what is there
         }
         let rows = self.queued_rows();
         rows >= self.policy.max_batch_rows
@@ -286,11 +418,16 @@ impl<B: Backend> Batcher<B> {
             }
             self.idle -= 1;
             self.left_queue(requests.len());
-            let free = FreeInstance(self.free_tx.clone());
+            self.returns.dispatched();
+            let free = FreeInstance {
+                tx: self.free_tx.clone(),
+                rows,
+                dispatched: Instant::now(),
+            };
             self.backend.submit(Batch {
                 requests,
                 rows,
-                _free: free,
+                free: Some(free),
             });
         }
     }

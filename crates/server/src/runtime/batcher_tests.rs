@@ -221,6 +221,9 @@ async fn expired_and_abandoned_requests_never_reach_the_model() {
     drop(abandoned); // the client disconnected
     tokio::time::advance(Duration::from_millis(6)).await;
     finish(b0);
+    // The free instance holds for b0's caller (half of b0's 6 ms), then runs what is there.
+    h.no_batch().await;
+    tokio::time::advance(Duration::from_millis(3)).await;
     let b1 = h.next_batch().await;
     assert_eq!(finish(b1), vec![3.0], "only the live request runs");
     assert!(matches!(
@@ -311,4 +314,116 @@ async fn unbatched_models_run_one_request_per_pass_on_every_instance() {
     finish(b1);
     assert_eq!(finish(h.next_batch().await), vec![3.0]);
     finish(b2);
+}
+
+/// `n` single-row requests, as from `n` distinct clients.
+fn send_many(h: &Harness, n: usize, first: f32) -> Vec<Answer> {
+    (0..n).map(|i| h.send(1, first + i as f32, 0)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_instance_holds_for_the_callers_of_the_last_pass() {
+    // Eight closed-loop clients, one instance: five in a pass, three queued behind it.
+    let mut h = start(policy(8));
+    let _first = send_many(&h, 5, 0.0);
+    let b0 = h.next_batch().await;
+    assert_eq!(b0.rows, 5);
+    let _queued = send_many(&h, 3, 10.0);
+    tokio::time::advance(Duration::from_millis(10)).await;
+    finish(b0);
+    h.no_batch().await; // 3 queued, 5 on their way back: hold
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let _back = send_many(&h, 4, 20.0);
+    h.no_batch().await; // 7 of the expected 8
+    let _last = send_many(&h, 1, 30.0);
+    let b1 = h.next_batch().await;
+    assert_eq!(
+        b1.rows, 8,
+        "the pass carries every client, not part of them"
+    );
+    // Next time the hold is bounded by what was learnt: 3 x the ~1 ms the callers took.
+    let _queued = send_many(&h, 2, 40.0);
+    tokio::time::advance(Duration::from_millis(10)).await;
+    finish(b1);
+    h.no_batch().await;
+    tokio::time::advance(Duration::from_millis(2)).await;
+    h.no_batch().await;
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        h.next_batch().await.rows,
+        2,
+        "nobody came back within 3 return times"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hold_is_bounded_by_half_the_pass_and_by_deadlines() {
+    let mut h = start(policy(8));
+    let _a = send_many(&h, 4, 0.0);
+    let b0 = h.next_batch().await;
+    let _queued = send_many(&h, 1, 10.0);
+    tokio::time::advance(Duration::from_millis(10)).await;
+    finish(b0);
+    h.no_batch().await; // the batcher sees the pass end now
+    tokio::time::advance(Duration::from_millis(4)).await;
+    h.no_batch().await;
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let b1 = h.next_batch().await;
+    assert_eq!(
+        b1.rows, 1,
+        "nobody came back within 5 ms (half of 10): run what is there"
+    );
+
+    // A queued request whose deadline falls inside the hold is not held.
+    let _b = send_many(&h, 1, 20.0);
+    tokio::time::advance(Duration::from_millis(10)).await;
+    let soon = Deadline {
+        at: Instant::now() + Duration::from_millis(1),
+        client: true,
+    };
+    let (p, _urgent) = request(1, 30.0, 0, Some(soon));
+    h.queue.push(p).unwrap();
+    finish(b1);
+    let b2 = h.next_batch().await;
+    assert_eq!(
+        b2.rows, 2,
+        "the urgent request goes now, with the other queued one"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_client_and_open_loop_traffic_do_not_pay_for_holds() {
+    let mut h = start(policy(8));
+    // One client: when its pass ends nothing is queued, so there is no hold at all.
+    let a = h.send(1, 0.0, 0);
+    let b = h.next_batch().await;
+    tokio::time::advance(Duration::from_millis(10)).await;
+    finish(b);
+    assert_eq!(values(a).await, vec![0.0]);
+    let _next = h.send(1, 1.0, 0);
+    let b = h.next_batch().await;
+    assert_eq!(b.rows, 1, "the lone client's next request runs at once");
+    finish(b);
+    // Open loop: arrivals come during passes, nobody after a release; two unanswered holds and
+    // the batcher stops holding.
+    let mut h = start(policy(8));
+    let _first = h.send(1, 0.0, 0);
+    let mut pass = h.next_batch().await;
+    let mut holds = Vec::new();
+    for round in 0..4 {
+        let _arrival = h.send(1, round as f32, 0);
+        tokio::time::advance(Duration::from_millis(16)).await;
+        finish(pass);
+        let started = Instant::now();
+        pass = loop {
+            h.settle().await;
+            if let Ok(b) = h.batches.try_recv() {
+                break b;
+            }
+            tokio::time::advance(Duration::from_micros(500)).await;
+        };
+        holds.push(started.elapsed().as_millis());
+    }
+    assert_eq!(holds, vec![8, 8, 0, 0]);
+    finish(pass);
 }

@@ -108,6 +108,7 @@ fn serve(shared: &Shared, module: &CModule, mut batch: Batch) {
     let total: u64 = rows.iter().sum();
     m.inflight.inc();
     let result = guarded(|| forward(shared, module, &live));
+    batch.release();
     m.inflight.dec();
     m.executions.inc();
     m.rows.inc_by(total);
