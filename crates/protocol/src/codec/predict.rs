@@ -32,7 +32,15 @@ struct PredictResponse<'a> {
 #[derive(Serialize)]
 struct PredictBody<'a> {
     model: &'a str,
-    inputs: Vec<RawData<'a>>,
+    inputs: Inputs<'a>,
+}
+
+/// A batched model's rows as nested lists; an unbatched model's one tensor as a flat list.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Inputs<'a> {
+    Rows(Vec<RawData<'a>>),
+    Flat(RawData<'a>),
 }
 
 /// Parses a `/predict` body (server side); [`PredictRequest::decode`] checks it.
@@ -115,16 +123,21 @@ pub fn encode_predict(
     serde_json::to_vec(&response).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
-/// Encodes a `/predict` body (client side): the input's rows as nested lists.
+/// Encodes a `/predict` body (client side): a batched model's rows as nested lists, an unbatched
+/// model's input flat.
 pub fn encode_predict_request(
     model: &str,
     input: &Tensor,
     batched: bool,
 ) -> Result<Vec<u8>, CodecError> {
-    let body = PredictBody {
-        model,
-        inputs: rows(input, batched),
+    let inputs = match batched {
+        true => Inputs::Rows(rows(input, true)),
+        false => Inputs::Flat(RawData {
+            datatype: input.datatype,
+            bytes: &input.bytes,
+        }),
     };
+    let body = PredictBody { model, inputs };
     serde_json::to_vec(&body).map_err(|e| CodecError::Encode(e.to_string()))
 }
 

@@ -388,6 +388,20 @@ fn predict_bodies_round_trip() {
     let parsed = predict::parse_predict(&body).unwrap();
     assert_eq!(parsed.model, "m");
     assert_eq!(parsed.decode(&m.sig()).unwrap(), x);
+    let flat = Model {
+        inputs: vec![spec("v", Datatype::Fp32, &[3])],
+        outputs: vec![spec("y", Datatype::Fp32, &[3])],
+        max_batch_size: 0,
+    };
+    let v = tensor(Datatype::Fp32, &[3], &[1.0, 2.0, 3.0]);
+    let body = predict::encode_predict_request("f", &v, false).unwrap();
+    assert_eq!(
+        predict::parse_predict(&body)
+            .unwrap()
+            .decode(&flat.sig())
+            .unwrap(),
+        v
+    );
     let one_row = predict::parse_predict(br#"{"model":"m","inputs":[1,2]}"#).unwrap();
     assert_eq!(one_row.decode(&m.sig()).unwrap().shape, vec![1, 2]);
     let ragged = predict::parse_predict(br#"{"model":"m","inputs":[[1,2],[3,[4]]]}"#).unwrap();
