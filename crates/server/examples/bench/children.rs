@@ -6,6 +6,10 @@
 //!   the demo models; prints its port, then serves until killed.
 //! - `load URL MODEL CONCURRENCY SECONDS`: the project's load tester (its library, as its CLI runs
 //!   it), closed loop, binary tensors; prints the report's summary as JSON.
+//! - `floor URL MODEL SECONDS`: one client, the load tester's own connection code, timing each
+//!   exchange: first a trivial endpoint of the same server (`POST /v2/repository/index`, no model
+//!   involved: HTTP on loopback and the server's router), then one-row inference of MODEL; prints
+//!   both medians in µs.
 //! - `baseline`: loads both demo models with libtorch and warms them once; prints its RSS in MiB.
 
 use std::path::PathBuf;
@@ -40,6 +44,7 @@ pub fn run(args: &[String]) -> bool {
         }
         ["serve", batching] => serve(*batching == "on"),
         ["load", url, model, concurrency, seconds] => load(url, model, concurrency, seconds),
+        ["floor", url, model, seconds] => floor(url, model, parse(seconds)),
         ["baseline"] => {
             let _g = tch::no_grad_guard();
             let _kept: Vec<tch::CModule> = [("mlp", 1024), ("digits", 64)]
@@ -80,8 +85,8 @@ fn ceiling(model: &str, width: usize, batch: usize, seconds: f64) -> f64 {
     (runs * batch) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// As `main.rs` runs it: the runtime with the config's worker count (`BENCH_WORKERS` overrides,
-/// for measuring the choice).
+/// As `main.rs` runs it: the runtime with the config's worker count (`BENCH_WORKERS` and
+/// `BENCH_INTRA_OP` override the thread counts, for measuring the choice).
 fn serve(batching: bool) {
     let mut config = server::ServerConfig::for_repository(models_dir());
     config.overrides.dynamic = Some(batching);
@@ -129,6 +134,46 @@ fn load(url: &str, model: &str, concurrency: &str, seconds: &str) {
         .block_on(loadtest::run(&args, std::future::pending()))
         .expect("load test");
     println!("{}", serde_json::to_string(&report.summary).expect("JSON"));
+}
+
+fn floor(url: &str, model: &str, seconds: f64) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let meta: protocol::ModelMetadata = reqwest::get(format!("{url}/v2/models/{model}"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("metadata")
+            .json()
+            .await
+            .expect("metadata JSON");
+        let mut rng = loadtest::payload::Rng::new(1);
+        let infer =
+            loadtest::payload::build(&meta, loadtest::Api::V2Binary, &mut rng).expect("payload");
+        let trivial = loadtest::payload::Payload {
+            path: "/v2/repository/index".into(),
+            body: bytes::Bytes::new(),
+            header_length: None,
+            content_type: "application/json",
+        };
+        let mut medians = Vec::new();
+        for payload in [&trivial, &infer] {
+            let timeout = std::time::Duration::from_secs(5);
+            let target =
+                loadtest::conn::Target::new(url, &payload.path, false, timeout).expect("target");
+            let mut slot = None;
+            let mut times = Vec::new();
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < seconds {
+                let t = Instant::now();
+                let class = target.send(&mut slot, payload).await;
+                assert_eq!(class, loadtest::stats::Class::Ok, "{}", payload.path);
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            times.sort_by(f64::total_cmp);
+            medians.push(times[times.len() / 2]);
+        }
+        println!("{} {}", medians[0], medians[1]);
+    });
 }
 
 /// Resident memory of a process, from /proc (Linux).

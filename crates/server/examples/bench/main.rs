@@ -201,6 +201,20 @@ fn point(
     );
 }
 
+/// One client: the HTTP floor (a trivial endpoint), digits inference, and libtorch alone at batch 1.
+fn floor_line(seconds: f64) {
+    let server = Server::start(true);
+    let args = ["floor", &server.base, "digits", &seconds.to_string()].map(String::from);
+    let line = child(&args);
+    let medians: Vec<f64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
+    let forward_us = 1e6 / ceiling("digits", 64, 1, (seconds / 2.0).max(1.0));
+    let (floor, infer) = (medians[0], medians[1]);
+    println!(
+        "\none client, medians: trivial endpoint (HTTP floor) {floor:.0} µs; digits inference {infer:.0} µs; libtorch alone, one digits pass {forward_us:.0} µs; the server adds {:.0} µs over the floor and the pass",
+        infer - floor - forward_us
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if children::run(&args) {
@@ -240,6 +254,9 @@ fn main() {
         }
         let peak = peak_rss_mib(server.child.id()).unwrap_or(0.0);
         memory.get_or_insert((idle, peak));
+    }
+    if batching.contains(&true) && models.iter().any(|m| m.0 == "digits") {
+        floor_line(seconds);
     }
     let baseline: f64 = child(&["baseline".to_string()]).parse().unwrap_or(0.0);
     if let Some((idle, peak)) = memory {
