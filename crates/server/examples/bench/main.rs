@@ -71,7 +71,13 @@ struct Server {
 impl Server {
     fn start(batching: bool) -> Server {
         let mode = if batching { "on" } else { "off" };
-        let mut child = Command::new(exe())
+        let mut command = Command::new(exe());
+        // BENCH_SERVER_OMP_WAIT_POLICY: OpenMP's wait policy for the server only (the ceiling
+        // keeps libtorch's default), to measure the choice.
+        if let Ok(policy) = std::env::var("BENCH_SERVER_OMP_WAIT_POLICY") {
+            command.env("OMP_WAIT_POLICY", policy);
+        }
+        let mut child = command
             .args(["serve", mode])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
