@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Before/after: the shipped server binary at an older revision against the current one, under the
+# same load generator (the bench's `load` child: the project's load tester, closed loop, binary
+# tensors), alternating old/new for several rounds so the VM's drift hits both alike.
+#
+#   scripts/bench-ab.sh OLD_REV [ROUNDS] [SECONDS]     e.g. scripts/bench-ab.sh 9629b53 3 5
+#
+# OLD_REV is built in a scratch worktree sharing this checkout's target/ (only the changed crates
+# recompile); both servers run as they ship (access log at info, to /dev/null) on the demo models.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+old_rev=${1:?usage: scripts/bench-ab.sh OLD_REV [ROUNDS] [SECONDS]}
+rounds=${2:-3}
+seconds=${3:-5}
+port=18555
+points=("digits 1" "digits 32" "mlp 1" "mlp 32")
+
+"$root/scripts/setup.sh"
+cd "$root"
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bench-ab: something already listens on 127.0.0.1:$port; stop it first" >&2
+    exit 1
+fi
+work="$root/target/bench-ab"
+mkdir -p "$work"
+worktree="$work/old"
+git worktree remove --force "$worktree" 2>/dev/null || rm -rf "$worktree"
+git worktree add -q --detach "$worktree" "$old_rev"
+trap 'git worktree remove --force "$worktree" 2>/dev/null || true' EXIT
+ln -s "$root/.libtorch" "$worktree/.libtorch"
+(cd "$worktree" && CARGO_TARGET_DIR="$root/target" cargo build --release -p server --bin server)
+cp target/release/server "$work/server-old"
+cargo build --release -p server --bin server --example bench
+cp target/release/server "$work/server-new"
+
+median_line() {
+    python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+u = s["latency_ms"]["uncorrected"]
+print("%.0f | %.3f | %d" % (s["achieved_rps"], u["p50"], s["requests"] - s["ok"]))'
+}
+
+echo "| round | server | model | clients | req/s | p50 ms | errors |"
+echo "|---|---|---|---|---|---|---|"
+for round in $(seq 1 "$rounds"); do
+    for which in old new; do
+        # The old binary's rpath names its worktree's .libtorch; both find libtorch here.
+        LD_LIBRARY_PATH="$root/.libtorch/lib" "$work/server-$which" --model-repository models \
+            --port "$port" >/dev/null 2>&1 &
+        pid=$!
+        for _ in $(seq 1 240); do
+            curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.25
+        done
+        kill -0 "$pid" 2>/dev/null || { echo "bench-ab: the $which server did not start" >&2; exit 1; }
+        for point in "${points[@]}"; do
+            set -- $point
+            line=$(target/release/examples/bench load "http://127.0.0.1:$port" "$1" "$2" "$seconds" | median_line)
+            echo "| $round | $which | $1 | $2 | $line |"
+        done
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
+    done
+done
