@@ -200,31 +200,33 @@ impl Registry {
             .collect()
     }
 
-    /// The version to serve: the one named, else the highest ready one (else the highest).
+    /// The version to serve: the one named, else the highest ready one (else the highest). On every
+    /// request: looks under the read lock and clones one `Arc`, never the entry.
     pub fn lookup(&self, name: &str, version: Option<&str>) -> Result<Arc<Model>, RegistryError> {
-        let entry = self
-            .entry(name)
+        let models = self.read();
+        let entry = models
+            .get(name)
             .ok_or_else(|| RegistryError::NotFound(format!("unknown model '{name}'")))?;
-        if let Some(why) = entry.failure {
-            return Err(RegistryError::Unavailable(why));
+        if let Some(why) = &entry.failure {
+            return Err(RegistryError::Unavailable(why.clone()));
         }
+        let versions = &entry.versions;
         match version {
             Some(v) => v
                 .parse::<u64>()
                 .ok()
-                .and_then(|n| entry.versions.get(&n).cloned())
+                .and_then(|n| versions.get(&n).cloned())
                 .ok_or_else(|| {
                     RegistryError::NotFound(format!(
                         "model '{name}' has no version '{v}' (serving {:?})",
-                        entry.versions.keys().collect::<Vec<_>>()
+                        versions.keys().collect::<Vec<_>>()
                     ))
                 }),
-            None => entry
-                .versions
+            None => versions
                 .values()
                 .rev()
                 .find(|m| m.is_ready())
-                .or_else(|| entry.versions.values().next_back())
+                .or_else(|| versions.values().next_back())
                 .cloned()
                 .ok_or_else(|| RegistryError::NotFound(format!("model '{name}' has no versions"))),
         }
