@@ -93,15 +93,21 @@ const MISSES_TO_STOP: u32 = 2;
 /// come back now.
 const PROBE_EVERY: u32 = 16;
 
-/// The adaptive policy's memory of the callers of the last pass.
+/// A free instance waiting for the callers of the pass that just ended.
+#[derive(Clone, Copy, Debug)]
+struct Hold {
+    /// When that pass released its instance.
+    released: Instant,
+    /// Until when the instance waits.
+    until: Instant,
+    /// Rows of that pass whose callers have not sent again.
+    rows: u64,
+}
+
+/// The adaptive policy's memory of returning callers.
 #[derive(Debug, Default)]
 struct Returns {
-    /// Rows of the last pass whose callers have not sent again.
-    rows: u64,
-    /// When that pass released its instance.
-    released: Option<Instant>,
-    /// Until when the free instance waits for them.
-    hold_until: Option<Instant>,
+    hold: Option<Hold>,
     /// Moving average of the time from a release to a caller's next request.
     time: Option<Duration>,
     /// Holds in a row that ran out before the callers were back.
@@ -114,8 +120,7 @@ impl Returns {
     /// A pass of `freed.rows` ended: hold for its callers (decided here, used only if requests
     /// are queued when the free instance looks).
     fn released(&mut self, freed: &Freed, max_rows: u64) {
-        let now = Instant::now();
-        (self.rows, self.released) = (freed.rows.min(max_rows), Some(now));
+        let released = Instant::now();
         let bound = freed.took / 2;
         let bound = self.time.map_or(bound, |t| (t * RETURN_TIMES).min(bound));
         let stopped = self.misses >= MISSES_TO_STOP;
@@ -123,30 +128,32 @@ impl Returns {
             self.since_stop += 1;
         }
         let allowed = !stopped || self.since_stop % PROBE_EVERY == 0;
-        self.hold_until = (allowed && !bound.is_zero()).then_some(now + bound);
+        self.hold = (allowed && !bound.is_zero()).then_some(Hold {
+            released,
+            until: released + bound,
+            rows: freed.rows.min(max_rows),
+        });
     }
 
     /// A request arrived (at `at`, with `rows`): during a hold, one of the callers coming back.
     fn arrived(&mut self, at: Instant, rows: u64) {
-        let (Some(released), Some(_), true) = (self.released, self.hold_until, self.rows > 0)
-        else {
+        let Some(hold) = self.hold.as_mut().filter(|h| h.rows > 0) else {
             return;
         };
-        let sample = at.saturating_duration_since(released);
+        let sample = at.saturating_duration_since(hold.released);
         self.time = Some(self.time.map_or(sample, |avg| (avg * 3 + sample) / 4));
-        self.rows = self.rows.saturating_sub(rows);
+        hold.rows = hold.rows.saturating_sub(rows);
     }
 
     /// A batch left: a hold, if any, is over; one that ran out counts as a miss.
     fn dispatched(&mut self) {
-        if let Some(until) = self.hold_until.take() {
-            if Instant::now() >= until {
+        if let Some(hold) = self.hold.take() {
+            if Instant::now() >= hold.until {
                 self.misses += 1;
             } else {
                 (self.misses, self.since_stop) = (0, 0);
             }
         }
-        self.rows = 0;
     }
 }
 
@@ -345,18 +352,23 @@ impl<B: Backend> Batcher<B> {
             return None;
         }
         if self.adaptive() {
-            return self.returns.hold_until;
+            return self.returns.hold.map(|h| h.until);
         }
         self.oldest().map(|t| t + self.policy.max_queue_delay)
     }
 
     /// Adaptive: whether the free instance waits for the callers of the last pass.
     fn holding(&self) -> bool {
-        let Some(until) = self.returns.hold_until else {
+        let Some(Hold {
+            until,
+            rows: returning,
+            ..
+        }) = self.returns.hold
+        else {
             return false;
         };
         let rows = self.queued_rows();
-        let expected = (rows + self.returns.rows).min(self.policy.max_batch_rows);
+        let expected = (rows + returning).min(self.policy.max_batch_rows);
         let urgent = self.levels.iter().flatten().filter_map(|p| p.deadline);
         let urgent = urgent.into_iter().any(|d| d.at <= until);
         rows < expected && Instant::now() < until && !urgent
