@@ -9,6 +9,15 @@ use serde_json::{json, Value};
 use server::config::ModelControl;
 use server::ServerConfig;
 
+/// `multi_request()` posted to `path`.
+async fn infer_multi(http: &Client, server: &TestServer, path: &str) -> reqwest::Response {
+    http.post(server.url(path))
+        .json(&multi_request())
+        .send()
+        .await
+        .unwrap()
+}
+
 fn multi_request() -> Value {
     json!({"inputs": [
         {"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]},
@@ -45,12 +54,7 @@ async fn broken_models_are_reported_and_the_good_one_serves() {
     let server = TestServer::start(ServerConfig::for_repository(&dir)).await;
     let http = Client::new();
 
-    let r = http
-        .post(server.url("/v2/models/multi/infer"))
-        .json(&multi_request())
-        .send()
-        .await
-        .unwrap();
+    let r = infer_multi(&http, &server, "/v2/models/multi/infer").await;
     assert_eq!(r.status(), 200);
     // Readiness counts the models that can serve; failures are reported, not waited for.
     assert_eq!(
@@ -167,12 +171,7 @@ async fn version_policies_choose_what_serves() {
         .await
         .unwrap();
     assert_eq!(meta["versions"], json!(["1"]));
-    let r = http
-        .post(server.url("/v2/models/multi/versions/2/infer"))
-        .json(&multi_request())
-        .send()
-        .await
-        .unwrap();
+    let r = infer_multi(&http, &server, "/v2/models/multi/versions/2/infer").await;
     assert_eq!(r.status(), 404);
     server.stop().await;
 }
@@ -200,12 +199,7 @@ async fn explicit_model_control_loads_and_unloads_inside_the_repository_only() {
             .status(),
         200
     );
-    let r = http
-        .post(server.url("/v2/models/multi/infer"))
-        .json(&multi_request())
-        .send()
-        .await
-        .unwrap();
+    let r = infer_multi(&http, &server, "/v2/models/multi/infer").await;
     assert_eq!(r.status(), 404);
     assert!(index(&http, &server)
         .await
@@ -218,12 +212,7 @@ async fn explicit_model_control_loads_and_unloads_inside_the_repository_only() {
             .status(),
         200
     );
-    let r = http
-        .post(server.url("/v2/models/multi/infer"))
-        .json(&multi_request())
-        .send()
-        .await
-        .unwrap();
+    let r = infer_multi(&http, &server, "/v2/models/multi/infer").await;
     assert_eq!(r.status(), 200);
 
     let r = post("/v2/repository/models/types/load").await.unwrap();
@@ -308,12 +297,7 @@ async fn a_control_key_restricts_the_repository_endpoints() {
         assert_eq!(body["error_type"], "control_key_rejected", "{path}: {body}");
     }
     // Inference is not restricted, and the key opens the repository endpoints.
-    let r = http
-        .post(server.url("/v2/models/multi/infer"))
-        .json(&multi_request())
-        .send()
-        .await
-        .unwrap();
+    let r = infer_multi(&http, &server, "/v2/models/multi/infer").await;
     assert_eq!(r.status(), 200);
     for path in [
         "/v2/repository/index",
