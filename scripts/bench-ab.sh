@@ -30,6 +30,15 @@ trap 'git worktree remove --force "$worktree" 2>/dev/null || true' EXIT
 ln -s "$root/.libtorch" "$worktree/.libtorch"
 (cd "$worktree" && CARGO_TARGET_DIR="$root/target" cargo build --release -p server --bin server)
 cp target/release/server "$work/server-old"
+# Each revision serves the demo models with its own config.toml (an older binary refuses keys it
+# does not know yet); the model files themselves are the same.
+rm -rf "$work/models-old"
+for dir in models/*/; do
+    m=$(basename "$dir")
+    mkdir -p "$work/models-old/$m"
+    git show "$old_rev:models/$m/config.toml" >"$work/models-old/$m/config.toml"
+    for v in "$dir"*/; do ln -s "$root/$v" "$work/models-old/$m/$(basename "$v")"; done
+done
 cargo build --release -p server --bin server --example bench
 cp target/release/server "$work/server-new"
 
@@ -46,7 +55,9 @@ echo "|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do
     for which in old new; do
         # The old binary's rpath names its worktree's .libtorch; both find libtorch here.
-        LD_LIBRARY_PATH="$root/.libtorch/lib" "$work/server-$which" --model-repository models \
+        repo=models
+        [ "$which" = old ] && repo="$work/models-old"
+        LD_LIBRARY_PATH="$root/.libtorch/lib" "$work/server-$which" --model-repository "$repo" \
             --port "$port" >/dev/null 2>&1 &
         pid=$!
         for _ in $(seq 1 240); do

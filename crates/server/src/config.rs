@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::control_key::ControlKey;
 pub use crate::device::DeviceChoice;
+use crate::repository::config::MAX_INTRA_OP_THREADS;
 
 /// Whether models may be loaded and unloaded over HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -24,6 +25,16 @@ pub enum ModelControl {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Parses a thread count: 0 (the server chooses) up to [`MAX_INTRA_OP_THREADS`]; more would only
+/// fail later, inside libtorch or tokio, when the threads are started.
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let max = MAX_INTRA_OP_THREADS;
+    match s.trim().parse::<usize>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("'{s}' is not a thread count within 0..={max}")),
+    }
 }
 
 /// Parses `512`, `64KiB`, `10MiB`, `1GiB` (also `kb`/`mb`/`gb` as powers of 1000).
@@ -78,19 +89,20 @@ pub struct Args {
     #[arg(long, env = "TORCHSHIP_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_body_size: usize,
 
-    /// libtorch intra-op threads (0 = one per CPU this process may use: the cgroup's CPU limit
-    /// in a container, not the host's core count).
-    #[arg(long, env = "TORCHSHIP_INTRA_OP_THREADS", default_value_t = 0)]
+    /// libtorch intra-op threads of each forward thread (0 = one per CPU this process may use: the
+    /// cgroup's CPU limit in a container, not the host's core count); a model's config.toml may set
+    /// its own. Idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) unless OMP_WAIT_POLICY is set.
+    #[arg(long, env = "TORCHSHIP_INTRA_OP_THREADS", default_value_t = 0, value_parser = parse_threads)]
     pub intra_op_threads: usize,
 
     /// Threads that handle HTTP (tokio workers). 0 = half the CPUs this process may use, at least
     /// one: the rest are the forward passes' (a worker that preempts a matmul thread stalls the
     /// whole pass).
-    #[arg(long, env = "TORCHSHIP_WORKER_THREADS", default_value_t = 0)]
+    #[arg(long, env = "TORCHSHIP_WORKER_THREADS", default_value_t = 0, value_parser = parse_threads)]
     pub worker_threads: usize,
 
     /// libtorch inter-op threads (0 = libtorch's default).
-    #[arg(long, env = "TORCHSHIP_INTER_OP_THREADS", default_value_t = 0)]
+    #[arg(long, env = "TORCHSHIP_INTER_OP_THREADS", default_value_t = 0, value_parser = parse_threads)]
     pub inter_op_threads: usize,
 
     /// Exit at start-up if any model fails to load (default: serve the others, report the failure).
@@ -351,6 +363,17 @@ mod tests {
         assert!(parse_size("10 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn thread_counts_are_bounded() {
+        assert_eq!(parse_threads("0"), Ok(0));
+        assert_eq!(parse_threads("1024"), Ok(1024));
+        assert!(parse_threads("1025").is_err());
+        assert!(parse_threads("-1").is_err());
+        assert!(parse_threads("99999999999999999999999").is_err());
+        let absurd = Args::try_parse_from(["server", "--worker-threads", "100000000"]);
+        assert!(absurd.unwrap_err().to_string().contains("0..=1024"));
     }
 
     #[test]

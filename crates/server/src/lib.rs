@@ -18,6 +18,7 @@
 //! - [`api`]: the axum router: v2 protocol with the binary and repository extensions, `/predict`,
 //!   health, metrics, request ids and access log.
 //! - [`metrics`]: the Prometheus registry; [`cuda`] reads device memory for it.
+//! - [`omp`]: OpenMP's wait policy (passive), set by starting the binary again before it serves.
 //! - [`serve`]: the accept loop (header timeout) and the SIGTERM sequence: readiness 503, shutdown
 //!   delay, listener closed, drain with a deadline.
 //! - [`error`]: the single mapping from errors to HTTP status codes and JSON bodies.
@@ -30,6 +31,7 @@ pub mod device;
 pub mod error;
 pub mod healthcheck;
 pub mod metrics;
+pub mod omp;
 pub mod registry;
 pub mod repository;
 pub mod runtime;
@@ -70,7 +72,7 @@ pub enum StartupError {
 /// the background and readiness reports when they are done; under `--strict-models` this waits for
 /// them and fails if any did.
 pub async fn start(config: ServerConfig) -> Result<AppState, StartupError> {
-    tch::set_num_threads(config.intra_op().min(i32::MAX as usize) as i32);
+    runtime::set_intra_op_threads(config.intra_op());
     if config.inter_op_threads > 0 {
         tch::set_num_interop_threads(config.inter_op_threads as i32);
     }

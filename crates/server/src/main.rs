@@ -53,16 +53,20 @@ async fn shutdown_signal() {
 
 fn main() -> anyhow::Result<()> {
     let args = server::Args::parse();
+    // Before any thread exists; on success this process is replaced and does not go on here.
+    let omp = (!args.healthcheck)
+        .then(server::omp::ensure_server_policy)
+        .flatten();
     let workers = server::config::workers(args.worker_threads);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(run(args))
+        .block_on(run(args, omp))
 }
 
-async fn run(args: server::Args) -> anyhow::Result<()> {
+async fn run(args: server::Args, omp: Option<std::io::Error>) -> anyhow::Result<()> {
     if args.healthcheck {
         let probe =
             server::healthcheck::probe(args.host, args.port, std::time::Duration::from_secs(3));
@@ -72,6 +76,9 @@ async fn run(args: server::Args) -> anyhow::Result<()> {
         std::process::exit(i32::from(probe.is_err()));
     }
     init_logging(args.log_format);
+    if let Some(e) = omp {
+        tracing::warn!(error = %e, "could not restart with {}={}; OpenMP threads will spin between passes", server::omp::VAR, server::omp::SERVER_POLICY);
+    }
     let config = args
         .into_config()
         .map_err(anyhow::Error::msg)

@@ -1,7 +1,7 @@
 //! The bench's child processes, each this same program started with a mode word, so that nothing
 //! measured shares a process with anything else:
 //! - `ceiling MODEL WIDTH BATCH SECONDS`: libtorch alone, the model called in a loop at that
-//!   batch size, with the thread count libtorch picks for the server too; prints rows/s.
+//!   batch size, with the intra-op threads the server's forward thread for it has; prints rows/s.
 //! - `serve BATCHING`: the server (this crate's library, as `main.rs` runs it) on 127.0.0.1:0 on
 //!   the demo models; prints its port, then serves until killed.
 //! - `load URL MODEL CONCURRENCY SECONDS`: the project's load tester (its library, as its CLI runs
@@ -68,8 +68,38 @@ fn parse<T: std::str::FromStr>(s: &str) -> T {
         .unwrap_or_else(|_| panic!("bench: bad number {s}"))
 }
 
-/// libtorch alone: rows/s at `batch` over about `seconds`.
+/// The server's config as `serve` builds it (`BENCH_INTRA_OP` and `BENCH_WORKERS` override the
+/// thread counts, for measuring the choice).
+fn server_config() -> server::ServerConfig {
+    let mut config = server::ServerConfig::for_repository(models_dir());
+    config.max_inflight = 4096;
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    if let Some(n) = env("BENCH_WORKERS") {
+        config.worker_threads = n;
+    }
+    if let Some(n) = env("BENCH_INTRA_OP") {
+        config.intra_op_threads = n;
+    }
+    config
+}
+
+/// The intra-op threads the server's forward thread for `model` runs with: the model's own
+/// `intra_op_threads`, or the server's.
+fn server_threads(model: &str) -> usize {
+    let path = models_dir().join(model).join("config.toml");
+    let text = std::fs::read_to_string(&path).expect("the demo model's config.toml");
+    match server::repository::ModelConfig::parse(&text)
+        .expect("config")
+        .intra_op_threads
+    {
+        0 => server_config().intra_op(),
+        n => n,
+    }
+}
+
+/// libtorch alone: rows/s at `batch` over about `seconds`, with the server's threads for `model`.
 fn ceiling(model: &str, width: usize, batch: usize, seconds: f64) -> f64 {
+    tch::set_num_threads(server_threads(model) as i32);
     let m = module(model);
     let _g = tch::no_grad_guard();
     let x =
@@ -85,18 +115,10 @@ fn ceiling(model: &str, width: usize, batch: usize, seconds: f64) -> f64 {
     (runs * batch) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// As `main.rs` runs it: the runtime with the config's worker count (`BENCH_WORKERS` and
-/// `BENCH_INTRA_OP` override the thread counts, for measuring the choice).
+/// As `main.rs` runs it: the runtime with the config's worker count.
 fn serve(batching: bool) {
-    let mut config = server::ServerConfig::for_repository(models_dir());
+    let mut config = server_config();
     config.overrides.dynamic = Some(batching);
-    config.max_inflight = 4096;
-    if let Some(n) = std::env::var("BENCH_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        config.worker_threads = n;
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.workers())
         .enable_all()

@@ -16,7 +16,9 @@
 //!   child that only loads and warms the two models (`baseline`).
 //!
 //! `BENCH_SECONDS` (default 5) sets the length of each point; `BENCH_MODELS=mlp`,
-//! `BENCH_CONCURRENCY=1,32` and `BENCH_BATCHING=on` pick points.
+//! `BENCH_CONCURRENCY=1,32` and `BENCH_BATCHING=on` pick points; `BENCH_INTRA_OP`, `BENCH_WORKERS`
+//! and `BENCH_SERVER_OMP_WAIT_POLICY` change the server's threads (the ceiling follows the intra-op
+//! count) to measure those choices.
 
 mod children;
 
@@ -72,10 +74,18 @@ impl Server {
     fn start(batching: bool) -> Server {
         let mode = if batching { "on" } else { "off" };
         let mut command = Command::new(exe());
-        // BENCH_SERVER_OMP_WAIT_POLICY: OpenMP's wait policy for the server only (the ceiling
-        // keeps libtorch's default), to measure the choice.
-        if let Ok(policy) = std::env::var("BENCH_SERVER_OMP_WAIT_POLICY") {
-            command.env("OMP_WAIT_POLICY", policy);
+        // OpenMP's wait policy as the server binary sets it (server::omp: passive unless
+        // OMP_WAIT_POLICY is set); BENCH_SERVER_OMP_WAIT_POLICY sets it for the server only, to
+        // measure the choice. The ceiling keeps libtorch's default, spinning, its fastest in a loop.
+        let inherited = std::env::var_os(server::omp::VAR);
+        let policy = std::env::var("BENCH_SERVER_OMP_WAIT_POLICY")
+            .ok()
+            .or_else(|| {
+                server::omp::needs_restart(inherited.as_deref())
+                    .then(|| server::omp::SERVER_POLICY.to_string())
+            });
+        if let Some(policy) = policy {
+            command.env(server::omp::VAR, policy);
         }
         let mut child = command
             .args(["serve", mode])

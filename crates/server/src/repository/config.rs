@@ -150,6 +150,10 @@ impl Default for BatchingConfig {
     }
 }
 
+/// Most intra-op threads a model or the server may ask libtorch for: OpenMP starts them all on the
+/// first parallel pass, and an absurd count would end the process there, not at start-up.
+pub const MAX_INTRA_OP_THREADS: usize = 1024;
+
 /// A model's `config.toml`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +175,10 @@ pub struct ModelConfig {
     /// Forward threads (model copies) per version, sharing one queue.
     #[serde(default = "one")]
     pub instance_count: usize,
+    /// libtorch intra-op threads of this model's forward threads (Triton's `INTRA_OP_THREAD_COUNT`);
+    /// 0 = the server's `--intra-op-threads`.
+    #[serde(default)]
+    pub intra_op_threads: usize,
     #[serde(default)]
     pub warmup: WarmupConfig,
 }
@@ -233,6 +241,12 @@ impl ModelConfig {
         if self.instance_count == 0 || self.warmup.batch_size == 0 {
             return Err("instance_count and warmup.batch_size must be at least 1".into());
         }
+        if self.intra_op_threads > MAX_INTRA_OP_THREADS {
+            return Err(format!(
+                "intra_op_threads {} is more than {MAX_INTRA_OP_THREADS}",
+                self.intra_op_threads
+            ));
+        }
         if self.max_batch_size > 0 && self.warmup.batch_size > self.max_batch_size {
             return Err(format!(
                 "warmup.batch_size {} exceeds max_batch_size {}",
@@ -282,6 +296,29 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// README's annotated `config.toml` is a config this code accepts, and the defaults it shows
+    /// are the defaults (it sets only `max_batch_size`, the inputs and the outputs otherwise).
+    #[test]
+    fn the_readme_config_shows_the_defaults() {
+        let readme = include_str!("../../../../README.md");
+        let start = readme
+            .find("A model's `config.toml`")
+            .expect("README config section");
+        let block = &readme[start..];
+        let body = &block[block.find("```toml\n").expect("toml block") + 8..];
+        let shown = ModelConfig::parse(&body[..body.find("```").unwrap()]).unwrap();
+        let minimal = "max_batch_size = 64
+            [[inputs]]
+            name = \"pixels\"
+            datatype = \"FP32\"
+            shape = [-1, 64]
+            [[outputs]]
+            name = \"logits\"
+            datatype = \"FP32\"
+            shape = [-1, 10]";
+        assert_eq!(shown, ModelConfig::parse(minimal).unwrap());
+    }
 
     const GOOD: &str = r#"
         max_batch_size = 8
@@ -391,6 +428,10 @@ mod tests {
             (
                 format!("instance_count = 0\n{GOOD}"),
                 "instance_count and warmup.batch_size",
+            ),
+            (
+                format!("intra_op_threads = 5000\n{GOOD}"),
+                "intra_op_threads 5000 is more than 1024",
             ),
             (
                 format!("{GOOD}\n[warmup]\nbatch_size = 9"),

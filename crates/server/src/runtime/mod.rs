@@ -8,6 +8,7 @@ pub mod batcher;
 pub mod tensor;
 mod worker;
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,31 @@ impl RuntimeError {
             RuntimeError::OutputMismatch(_) => "output_mismatch",
             RuntimeError::Panicked(_) => "inference_panicked",
         }
+    }
+}
+
+/// The intra-op thread count every forward thread applies to itself when it starts.
+static INTRA_OP_THREADS: AtomicI32 = AtomicI32::new(0);
+
+/// Sets libtorch's intra-op thread count for this thread and for every forward thread started
+/// after. OpenMP's and MKL's thread counts are per-thread settings: a count set only on the thread
+/// that starts the server leaves each new forward thread at OpenMP's default (one per host core),
+/// measured as an extra OpenMP helper thread per model even at `--intra-op-threads 1`.
+pub fn set_intra_op_threads(n: usize) {
+    let n = n.clamp(1, i32::MAX as usize) as i32;
+    INTRA_OP_THREADS.store(n, Ordering::Relaxed);
+    tch::set_num_threads(n);
+}
+
+/// Applies the model's own count (its `intra_op_threads`, when not 0) or else
+/// [`set_intra_op_threads`]'s to the calling forward thread.
+fn apply_intra_op_threads(model: usize) {
+    let n = match model {
+        0 => INTRA_OP_THREADS.load(Ordering::Relaxed),
+        n => n.min(i32::MAX as usize) as i32,
+    };
+    if n > 0 {
+        tch::set_num_threads(n);
     }
 }
 

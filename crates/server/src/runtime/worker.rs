@@ -44,6 +44,7 @@ impl Backend for Pool {
 }
 
 pub(super) fn run(shared: Arc<Shared>, instance: usize) {
+    super::apply_intra_op_threads(shared.config.intra_op_threads);
     let module = match load_and_warm_up(&shared) {
         Ok(m) => m,
         Err(why) => {

@@ -215,11 +215,19 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(args: &[&str]) -> Process {
+        Process::spawn_with_env(args, &[])
+    }
+
+    /// As [`Process::spawn`], with these environment variables added (OMP_WAIT_POLICY is unset
+    /// unless given here, as on a machine that never heard of it).
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Process {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--port", "0", "--log-format", "json", "--device", "cpu"])
             .args(args)
             .env_remove("LD_LIBRARY_PATH")
+            .env_remove("OMP_WAIT_POLICY")
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,torchship::access=off")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
