@@ -25,7 +25,7 @@ for round in $(seq 1 "$rounds"); do
     for spec in "$@"; do
         IFS='|' read -r label envs flags <<<"$spec"
         # shellcheck disable=SC2086 # ENV and FLAGS are word lists
-        env $envs target/release/server --model-repository models --port "$port" $flags \
+        env $envs target/release/server --model-repository models --port "$port" --grpc-port off $flags \
             >/dev/null 2>&1 &
         pid=$!
         for _ in $(seq 1 240); do

@@ -56,7 +56,7 @@ class Server:
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.path.join(os.path.dirname(torch.__file__), "lib")
         env["RUST_LOG"] = "info,torchship::access=off"
-        cmd = [os.path.join(STAGE, "bin", "server"), "--port", "0", "--log-format", "json",
+        cmd = [os.path.join(STAGE, "bin", "server"), "--port", "0", "--grpc-port", "0", "--log-format", "json",
                "--device", device, "--model-repository", models, *extra]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
         self.base = None

@@ -48,7 +48,16 @@ fn use_cpu(cpu: &str) {
 fn server(env: &Env) -> (Child, String) {
     let models = env.root.join("models");
     let mut child = Command::new(env.bin_dir.join("server"))
-        .args(["--port", "0", "--log-format", "json", "--device", "cpu"])
+        .args([
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--log-format",
+            "json",
+            "--device",
+            "cpu",
+        ])
         .args(["--model-repository", models.to_str().unwrap()])
         .env("RUST_LOG", "info,torchship::access=off")
         .stdout(Stdio::piped())

@@ -27,6 +27,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Parses a port number, or `off`.
+pub fn parse_port_or_off(s: &str) -> Result<Option<u16>, String> {
+    match s.trim() {
+        "off" => Ok(None),
+        p => p
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("'{s}' is not a port (0-65535) or 'off'")),
+    }
+}
+
 /// Parses a thread count: 0 (the server chooses) up to [`MAX_INTRA_OP_THREADS`]; more would only
 /// fail later, inside libtorch or tokio, when the threads are started.
 pub fn parse_threads(s: &str) -> Result<usize, String> {
@@ -163,6 +174,11 @@ pub struct Args {
     #[arg(long, env = "TORCHSHIP_METRICS_PORT")]
     pub metrics_port: Option<u16>,
 
+    /// Port of the KServe v2 gRPC service (inference.GRPCInferenceService, as Triton's 8001);
+    /// 0 = any free port, `off` = no gRPC.
+    #[arg(long, env = "TORCHSHIP_GRPC_PORT", default_value = "8001", value_parser = parse_port_or_off)]
+    pub grpc_port: Option<u16>,
+
     /// Restrict the repository endpoints (index, load, unload) to callers that send this key in
     /// --control-key-header (compared in constant time; at least 16 characters). Prefer the env
     /// var or --control-key-file: a flag's value is visible in the process list.
@@ -206,6 +222,7 @@ pub struct ServerConfig {
     pub model_control: ModelControl,
     pub default_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<SocketAddr>,
     pub max_inflight: usize,
     pub overrides: BatchOverrides,
     pub header_timeout: Duration,
@@ -272,6 +289,7 @@ impl Args {
             model_control: self.model_control,
             default_timeout: self.default_timeout,
             metrics_addr: self.metrics_port.map(|p| SocketAddr::new(self.host, p)),
+            grpc_addr: self.grpc_port.map(|p| SocketAddr::new(self.host, p)),
             max_inflight: self.max_inflight.max(1),
             overrides: BatchOverrides {
                 max_batch_size: self.max_batch_size,
@@ -338,6 +356,7 @@ impl ServerConfig {
             model_control: ModelControl::None,
             default_timeout: Duration::from_secs(30),
             metrics_addr: None,
+            grpc_addr: None,
             max_inflight: 1024,
             overrides: BatchOverrides::default(),
             header_timeout: Duration::from_secs(10),
@@ -404,6 +423,10 @@ mod tests {
         assert_eq!(c.device, DeviceChoice::Auto);
         assert_eq!(c.shutdown_delay, Duration::from_secs(5));
         assert_eq!(c.overrides, BatchOverrides::default());
+        assert_eq!(c.grpc_addr.map(|a| a.port()), Some(8001));
+        let off = Args::parse_from(["server", "--grpc-port", "off"]);
+        assert_eq!(off.into_config().unwrap().grpc_addr, None);
+        assert!(Args::try_parse_from(["server", "--grpc-port", "70000"]).is_err());
         let c = Args::parse_from([
             "server",
             "--dynamic-batching",

@@ -145,6 +145,64 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// What the client is told (HTTP body and gRPC status alike). libtorch messages carry
+    /// backtraces: the log gets all of it, the client a summary.
+    fn client_message(&self) -> String {
+        let status = self.status();
+        if status.is_server_error()
+            && !matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+            )
+        {
+            tracing::error!(error = %self, kind = self.kind(), "request failed");
+            summarize(&self.to_string())
+        } else {
+            self.to_string()
+        }
+    }
+
+    /// The gRPC status code, from the HTTP status (the one mapping), as KServe's gRPC protocol
+    /// pairs them.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self.status() {
+            StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+            StatusCode::NOT_FOUND => tonic::Code::NotFound,
+            StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+            StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+            StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+            StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => {
+                tonic::Code::ResourceExhausted
+            }
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+                tonic::Code::DeadlineExceeded
+            }
+            _ => tonic::Code::Internal,
+        }
+    }
+}
+
+/// The same message as the HTTP body's `error`, the stable kind in `torchship-error-kind`, and for
+/// overload the same `retry-after` as HTTP's 429.
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> tonic::Status {
+        let mut status = tonic::Status::new(e.grpc_code(), e.client_message());
+        let meta = status.metadata_mut();
+        if let Ok(kind) = e.kind().parse() {
+            meta.insert("torchship-error-kind", kind);
+        }
+        if e.status() == StatusCode::TOO_MANY_REQUESTS {
+            meta.insert(
+                "retry-after",
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        status
+    }
+}
+
 fn runtime_status(e: &RuntimeError) -> StatusCode {
     match e {
         RuntimeError::DeadlineExceeded { client: true } => StatusCode::REQUEST_TIMEOUT,
@@ -176,17 +234,7 @@ pub fn summarize(message: &str) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let error = if status.is_server_error()
-            && !matches!(
-                status,
-                StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-            ) {
-            // libtorch messages carry backtraces: the log gets all of it, the client a summary.
-            tracing::error!(error = %self, kind = self.kind(), "request failed");
-            summarize(&self.to_string())
-        } else {
-            self.to_string()
-        };
+        let error = self.client_message();
         let body = ErrorBody {
             error,
             error_type: Some(self.kind().to_string()),

@@ -40,8 +40,6 @@ pub mod state;
 
 use std::future::Future;
 
-use tokio::net::TcpListener;
-
 pub use config::{Args, DeviceChoice, ServerConfig};
 pub use state::AppState;
 
@@ -87,14 +85,13 @@ pub async fn start(config: ServerConfig) -> Result<AppState, StartupError> {
     Ok(state)
 }
 
-/// Serves `state` on `listener` (and `/metrics` on `metrics`, if given) until `shutdown` resolves,
-/// then runs the shutdown sequence (see [`serve`](mod@serve)) with the config's timings.
+/// Serves `state` on its listeners (see [`serve::Listeners`]) until `shutdown` resolves, then runs
+/// the shutdown sequence (see [`serve`](mod@serve)) with the config's timings.
 pub async fn serve(
-    listener: TcpListener,
-    metrics: Option<TcpListener>,
+    listeners: serve::Listeners,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     let timings = state.config().timings();
-    serve::serve(listener, metrics, state, timings, shutdown).await
+    serve::serve(listeners, state, timings, shutdown).await
 }

@@ -83,7 +83,7 @@ async fn run(args: server::Args, omp: Option<std::io::Error>) -> anyhow::Result<
         .into_config()
         .map_err(anyhow::Error::msg)
         .context("reading the control key")?;
-    let (addr, metrics_addr) = (config.addr, config.metrics_addr);
+    let (addr, metrics_addr, grpc_addr) = (config.addr, config.metrics_addr, config.grpc_addr);
     let repository = config.model_repository.display().to_string();
     // Configuration mistakes (bad repository, missing CUDA) fail before the port is taken.
     let state = server::start(config).await.context("cannot start")?;
@@ -98,13 +98,28 @@ async fn run(args: server::Args, omp: Option<std::io::Error>) -> anyhow::Result<
         ),
         None => None,
     };
+    let grpc = match grpc_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for gRPC (--grpc-port)"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr().context("reading the bound address")?;
-    let metrics_addr = metrics
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.to_string());
-    tracing::info!(%addr, metrics_addr, %repository, "torchship server listening");
-    server::serve(listener, metrics, state, shutdown_signal())
+    let bound = |l: &Option<tokio::net::TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+    };
+    let (metrics_addr, grpc_addr) = (bound(&metrics), bound(&grpc));
+    tracing::info!(%addr, metrics_addr, grpc_addr, %repository, "torchship server listening");
+    let listeners = server::serve::Listeners {
+        http: listener,
+        metrics,
+        grpc,
+    };
+    server::serve(listeners, state, shutdown_signal())
         .await
         .context("server failed")?;
     tracing::info!("drained; exiting");

@@ -77,24 +77,43 @@ pub async fn run_listener(
         .map_err(|_| StartupError::DrainTimeout(drain_timeout))
 }
 
-/// Serves the API (and `/metrics` alone on `metrics`, if given) until `shutdown` resolves, then runs
-/// the shutdown sequence described above.
+/// Where the server listens: the HTTP API, and optionally `/metrics` alone and the gRPC service.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub metrics: Option<TcpListener>,
+    pub grpc: Option<TcpListener>,
+}
+
+/// Serves the API (and `/metrics` and gRPC on their listeners, if given) until `shutdown`
+/// resolves, then runs the shutdown sequence described above; gRPC follows the same sequence as
+/// HTTP (its own readiness answers false at once, its listener closes after the delay, its calls
+/// in flight drain within the same deadline).
 pub async fn serve(
-    listener: TcpListener,
-    metrics: Option<TcpListener>,
+    listeners: Listeners,
     state: AppState,
     timings: Timings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
-    let metrics_task = metrics.map(|l| {
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let when = |rx: &tokio::sync::watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    };
+    let metrics_task = listeners.metrics.map(|l| {
         let app = crate::api::metrics_router(state.clone());
-        let mut closed = closed_rx.clone();
+        let stop = when(&closed_rx);
         tokio::spawn(async move {
-            let stop = async move {
-                let _ = closed.wait_for(|c| *c).await;
-            };
             run_listener(l, app, timings.header_timeout, stop, Duration::from_secs(1)).await
+        })
+    });
+    let grpc_task = listeners.grpc.map(|l| {
+        let app = crate::api::grpc::router(state.clone());
+        let stop = when(&closing_rx);
+        tokio::spawn(async move {
+            run_listener(l, app, timings.header_timeout, stop, timings.drain_timeout).await
         })
     });
     let drain_state = state.clone();
@@ -106,16 +125,21 @@ pub async fn serve(
             "draining: readiness is 503; still serving until the shutdown delay has passed"
         );
         tokio::time::sleep(timings.shutdown_delay).await;
+        let _ = closing_tx.send(true);
     };
     let app = crate::api::router(state);
-    let result = run_listener(
-        listener,
+    let mut result = run_listener(
+        listeners.http,
         app,
         timings.header_timeout,
         stop,
         timings.drain_timeout,
     )
     .await;
+    if let Some(task) = grpc_task {
+        let grpc = task.await.unwrap_or(Ok(()));
+        result = result.and(grpc);
+    }
     let _ = closed_tx.send(true);
     if let Some(task) = metrics_task {
         let _ = task.await;

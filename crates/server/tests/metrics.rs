@@ -176,9 +176,17 @@ async fn metrics_can_also_be_served_on_their_own_port() {
     let side = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (main_addr, side_addr) = (main.local_addr().unwrap(), side.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(main, Some(side), state, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(server::serve(
+        server::serve::Listeners {
+            http: main,
+            metrics: Some(side),
+            grpc: None,
+        },
+        state,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let http = Client::new();
     let text = http
         .get(format!("http://{side_addr}/metrics"))

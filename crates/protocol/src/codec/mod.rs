@@ -2,8 +2,9 @@
 //! HTTP and no libtorch here; the server and the load tester both call it, so neither can drift
 //! from the other.
 //!
-//! - [`request`]: an infer request in any framing (JSON, JSON + binary tensors, raw binary body)
-//!   decoded into one [`Decoded`] value (server), and encoded from tensors (client).
+//! - [`request`]: an infer request in any framing (JSON, JSON + binary tensors, raw binary body,
+//!   gRPC's tensors as bytes) decoded into one [`Decoded`] value (server), and encoded from tensors
+//!   (client).
 //! - [`response`]: an infer response encoded as JSON or binary (server) and decoded (client).
 //! - [`predict`]: the `/predict` shortcut, both ways.
 //!
@@ -21,7 +22,10 @@ use serde_json::Value;
 
 use crate::{element_count, Parameters, Signature, TensorSpec};
 
-pub use request::{decode_request, encode_request, header_length, Decoded, OutputChoice};
+pub use request::{
+    decode_binary, decode_request, encode_request, header_length, BinaryInput, BinaryRequest,
+    Decoded, OutputChoice,
+};
 pub use response::{decode_response, encode_response, DecodedResponse};
 
 /// Why bytes could not be decoded or encoded. Every message names what is wrong.

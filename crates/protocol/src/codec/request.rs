@@ -80,23 +80,7 @@ fn decode_json(
     let mut offset = 0usize;
     let mut slots: Vec<Option<Tensor>> = vec![None; sig.inputs.len()];
     for input in &request.inputs {
-        let index = sig
-            .inputs
-            .iter()
-            .position(|s| s.name == input.name)
-            .ok_or_else(|| {
-                CodecError::Invalid(format!(
-                    "unknown input '{}'; the model's inputs are: {}",
-                    input.name,
-                    names(sig.inputs)
-                ))
-            })?;
-        if slots[index].is_some() {
-            return Err(CodecError::Invalid(format!(
-                "input '{}' given twice",
-                input.name
-            )));
-        }
+        let index = free_slot(sig, &slots, &input.name)?;
         slots[index] = Some(decode_input(
             sig,
             &sig.inputs[index],
@@ -121,6 +105,96 @@ fn decode_json(
     })
 }
 
+/// The index of the model's input `name`, which must not have been given already.
+fn free_slot(sig: &Signature, slots: &[Option<Tensor>], name: &str) -> Result<usize, CodecError> {
+    let index = sig
+        .inputs
+        .iter()
+        .position(|s| s.name == name)
+        .ok_or_else(|| {
+            CodecError::Invalid(format!(
+                "unknown input '{name}'; the model's inputs are: {}",
+                names(sig.inputs)
+            ))
+        })?;
+    if slots[index].is_some() {
+        return Err(CodecError::Invalid(format!("input '{name}' given twice")));
+    }
+    Ok(index)
+}
+
+/// The input's datatype, which must be the model's.
+fn checked_datatype(spec: &TensorSpec, name: &str, datatype: &str) -> Result<Datatype, CodecError> {
+    let parsed = Datatype::parse(datatype).ok_or_else(|| {
+        CodecError::Invalid(format!("input '{name}': unknown datatype '{datatype}'"))
+    })?;
+    if parsed != spec.datatype {
+        return Err(CodecError::Invalid(format!(
+            "input '{name}': datatype {parsed} does not match the model's {}",
+            spec.datatype
+        )));
+    }
+    Ok(parsed)
+}
+
+/// One input as a binary framing (gRPC) carries it: element bytes, little-endian, row-major,
+/// either as sent (`raw_input_contents`) or converted from typed contents.
+#[derive(Debug)]
+pub struct BinaryInput<'a> {
+    pub name: &'a str,
+    pub datatype: &'a str,
+    pub shape: Vec<u64>,
+    pub bytes: Bytes,
+}
+
+/// What a binary framing says besides its inputs.
+#[derive(Debug, Default)]
+pub struct BinaryRequest<'a> {
+    pub id: Option<String>,
+    /// The outputs asked for by name; empty: all of them.
+    pub outputs: Vec<&'a str>,
+    pub timeout: Option<Duration>,
+    pub priority: Option<u64>,
+}
+
+/// Decodes inputs that arrive as bytes with the same checks and messages as the JSON framings;
+/// every output goes back binary.
+pub fn decode_binary(
+    sig: &Signature,
+    inputs: Vec<BinaryInput>,
+    request: BinaryRequest,
+) -> Result<Decoded, CodecError> {
+    let mut slots: Vec<Option<Tensor>> = vec![None; sig.inputs.len()];
+    for input in inputs {
+        let index = free_slot(sig, &slots, input.name)?;
+        let spec = &sig.inputs[index];
+        let datatype = checked_datatype(spec, input.name, input.datatype)?;
+        let count = check_shape(sig, spec, &input.shape)?;
+        let want = count * datatype.size().unwrap_or(0); // check_shape proved no overflow
+        if input.bytes.len() != want {
+            return Err(CodecError::Invalid(format!(
+                "input '{}': {} bytes of data, shape {:?} of {datatype} needs {want}",
+                input.name,
+                input.bytes.len(),
+                input.shape
+            )));
+        }
+        slots[index] = Some(Tensor {
+            datatype,
+            shape: input.shape,
+            bytes: input.bytes,
+        });
+    }
+    let wanted: Vec<(&str, bool)> = request.outputs.iter().map(|&n| (n, true)).collect();
+    Ok(Decoded {
+        inputs: finish_inputs(sig, slots)?,
+        outputs: outputs_by_name(sig, &wanted, true)?,
+        timeout: request.timeout,
+        priority: request.priority,
+        id: request.id,
+    })
+}
+
 /// One input: its datatype and shape checked, its bytes from `data` or from the binary part
 /// (`binary[*offset..]`, advancing `offset`).
 fn decode_input(
@@ -131,18 +205,7 @@ fn decode_input(
     offset: &mut usize,
 ) -> Result<Tensor, CodecError> {
     let name = &input.name;
-    let datatype = Datatype::parse(&input.datatype).ok_or_else(|| {
-        CodecError::Invalid(format!(
-            "input '{name}': unknown datatype '{}'",
-            input.datatype
-        ))
-    })?;
-    if datatype != spec.datatype {
-        return Err(CodecError::Invalid(format!(
-            "input '{name}': datatype {datatype} does not match the model's {}",
-            spec.datatype
-        )));
-    }
+    let datatype = checked_datatype(spec, name, &input.datatype)?;
     let count = check_shape(sig, spec, &input.shape)?;
     let bytes = match param_u64(input.parameters.as_ref(), BINARY_DATA_SIZE)? {
         Some(size) => {
@@ -208,29 +271,46 @@ fn select_outputs(
     request: &InferRequest,
 ) -> Result<Vec<OutputChoice>, CodecError> {
     let all_binary = param_bool(request.parameters.as_ref(), BINARY_DATA_OUTPUT).unwrap_or(false);
-    let Some(wanted) = request.outputs.as_ref().filter(|w| !w.is_empty()) else {
+    let wanted: Vec<(&str, bool)> = request
+        .outputs
+        .iter()
+        .flatten()
+        .map(|o| {
+            let binary = param_bool(o.parameters.as_ref(), BINARY_DATA).unwrap_or(all_binary);
+            (o.name.as_str(), binary)
+        })
+        .collect();
+    outputs_by_name(sig, &wanted, all_binary)
+}
+
+/// The outputs asked for, by name, each with whether it goes back binary; none asked for: every
+/// output, binary when `all_binary`.
+fn outputs_by_name(
+    sig: &Signature,
+    wanted: &[(&str, bool)],
+    all_binary: bool,
+) -> Result<Vec<OutputChoice>, CodecError> {
+    if wanted.is_empty() {
         return Ok((0..sig.outputs.len())
             .map(|index| OutputChoice {
                 index,
                 binary: all_binary,
             })
             .collect());
-    };
+    }
     wanted
         .iter()
-        .map(|o| {
+        .map(|&(name, binary)| {
             let index = sig
                 .outputs
                 .iter()
-                .position(|s| s.name == o.name)
+                .position(|s| s.name == name)
                 .ok_or_else(|| {
                     CodecError::Invalid(format!(
-                        "unknown output '{}'; the model's outputs are: {}",
-                        o.name,
+                        "unknown output '{name}'; the model's outputs are: {}",
                         names(sig.outputs)
                     ))
                 })?;
-            let binary = param_bool(o.parameters.as_ref(), BINARY_DATA).unwrap_or(all_binary);
             Ok(OutputChoice { index, binary })
         })
         .collect()

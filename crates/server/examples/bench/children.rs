@@ -131,9 +131,17 @@ fn serve(batching: bool) {
             .await
             .expect("bind");
         println!("{}", listener.local_addr().expect("addr").port());
-        server::serve(listener, None, state, std::future::pending())
-            .await
-            .expect("serve");
+        server::serve(
+            server::serve::Listeners {
+                http: listener,
+                metrics: None,
+                grpc: None,
+            },
+            state,
+            std::future::pending(),
+        )
+        .await
+        .expect("serve");
     });
 }
 

@@ -15,11 +15,11 @@ use crate::state::AppState;
 
 /// Runs one inference request of `model`, counting its outcome (`success` or the error kind) and
 /// its duration in the model's metrics.
-pub async fn observed(
+pub async fn observed<T>(
     state: &AppState,
     model: &Model,
-    request: impl Future<Output = Result<Response, ApiError>>,
-) -> Result<Response, ApiError> {
+    request: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
     let started = Instant::now();
     let result = request.await;
     let outcome = result

@@ -2,6 +2,7 @@
 //!
 //! - [`health`]: liveness and readiness for people and Kubernetes probes.
 //! - [`v2`]: the KServe v2 / Open Inference Protocol endpoints, binary tensor extension included.
+//! - [`grpc`]: the same protocol over gRPC (`inference.GRPCInferenceService`), on its own port.
 //! - [`repository`]: the repository extension (`index`, `load`, `unload`).
 //! - [`predict`]: the simple `POST /predict`.
 //! - [`forward`]: what the inference handlers share after decoding: outcome counting, deadline and
@@ -9,6 +10,7 @@
 //! - [`observe`]: request ids, access log, HTTP metrics.
 
 pub mod forward;
+pub mod grpc;
 pub mod health;
 pub mod observe;
 pub mod predict;

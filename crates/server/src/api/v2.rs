@@ -38,11 +38,40 @@ fn tensors(specs: &[TensorSpec]) -> Vec<TensorMetadata> {
         .collect()
 }
 
-pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata {
+/// The server's name, version and extensions (HTTP and gRPC).
+pub fn server_info() -> ServerMetadata {
+    ServerMetadata {
         name: "torchship".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+pub async fn server_metadata() -> Json<ServerMetadata> {
+    Json(server_info())
+}
+
+/// A model's metadata (HTTP and gRPC): its versions, or only `version` when one is named.
+pub fn metadata(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<ModelMetadata, ApiError> {
+    let model = state.registry().lookup(name, version)?;
+    let versions = match version {
+        Some(v) => vec![v.to_string()],
+        None => state
+            .registry()
+            .entry(name)
+            .map(|e| e.versions.keys().map(|v| v.to_string()).collect())
+            .unwrap_or_default(),
+    };
+    Ok(ModelMetadata {
+        name: model.name.clone(),
+        versions,
+        platform: PLATFORM.into(),
+        inputs: tensors(&model.config.inputs),
+        outputs: tensors(&model.config.outputs),
     })
 }
 
@@ -50,24 +79,7 @@ pub async fn model_metadata(
     State(state): State<AppState>,
     Path(path): Path<ModelPath>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
-    let model = state
-        .registry()
-        .lookup(&path.model, path.version.as_deref())?;
-    let versions = match &path.version {
-        Some(v) => vec![v.clone()],
-        None => state
-            .registry()
-            .entry(&path.model)
-            .map(|e| e.versions.keys().map(|v| v.to_string()).collect())
-            .unwrap_or_default(),
-    };
-    Ok(Json(ModelMetadata {
-        name: model.name.clone(),
-        versions,
-        platform: PLATFORM.into(),
-        inputs: tensors(&model.config.inputs),
-        outputs: tensors(&model.config.outputs),
-    }))
+    metadata(&state, &path.model, path.version.as_deref()).map(Json)
 }
 
 /// The model's `config.toml`, as JSON (what `tritonclient`'s `get_model_config` reads).
@@ -81,18 +93,20 @@ pub async fn model_config(
     Ok(Json(model.config.as_ref().clone()))
 }
 
+/// Whether a model (version) is ready (HTTP and gRPC); a model that does not exist is an error.
+pub fn is_ready(state: &AppState, name: &str, version: Option<&str>) -> Result<bool, ApiError> {
+    match state.registry().lookup(name, version) {
+        Ok(model) => Ok(model.is_ready()),
+        Err(RegistryError::Unavailable(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn model_ready(
     State(state): State<AppState>,
     Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
-    let ready = match state
-        .registry()
-        .lookup(&path.model, path.version.as_deref())
-    {
-        Ok(model) => model.is_ready(),
-        Err(RegistryError::Unavailable(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
+    let ready = is_ready(&state, &path.model, path.version.as_deref())?;
     let status = if ready {
         StatusCode::OK
     } else {

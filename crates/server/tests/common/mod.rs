@@ -20,6 +20,8 @@ pub fn models_dir() -> PathBuf {
 
 pub struct TestServer {
     pub base: String,
+    /// `127.0.0.1:PORT` of the gRPC service.
+    pub grpc: String,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), server::StartupError>>,
@@ -33,12 +35,20 @@ impl TestServer {
         state.settled().await;
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_addr = grpc.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, None, state.clone(), async move {
+        let listeners = server::serve::Listeners {
+            http: listener,
+            metrics: None,
+            grpc: Some(grpc),
+        };
+        let task = tokio::spawn(server::serve(listeners, state.clone(), async move {
             let _ = stopped.await;
         }));
         TestServer {
             base,
+            grpc: grpc_addr,
             state,
             stop: Some(stop),
             task,
@@ -223,7 +233,16 @@ impl Process {
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Process {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--port", "0", "--log-format", "json", "--device", "cpu"])
+            .args([
+                "--port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--log-format",
+                "json",
+                "--device",
+                "cpu",
+            ])
             .args(args)
             .env_remove("LD_LIBRARY_PATH")
             .env_remove("OMP_WAIT_POLICY")

@@ -1,0 +1,300 @@
+//! The KServe v2 gRPC service (`inference.GRPCInferenceService`, what `tritonclient.grpc` speaks)
+//! over the same stages as HTTP: the codec's checks (`decode_binary`), the registry, the same
+//! admission, deadlines, priorities and batcher (a gRPC and an HTTP request can share a forward
+//! pass), and [`ApiError`]'s one mapping to status codes. Outputs go back as
+//! `raw_output_contents`, as Triton answers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use grpc::contents;
+use grpc::pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use grpc::pb::{self, infer_parameter::ParameterChoice, InferParameter};
+use protocol::codec::{self, BinaryInput, BinaryRequest, Decoded};
+use protocol::{wire, Datatype, TensorMetadata};
+use tonic::{Request, Response, Status};
+
+use super::forward::{forward, observed};
+use super::v2;
+use crate::error::ApiError;
+use crate::repository::{ModelConfig, TensorSpec};
+use crate::runtime::{Model, TensorData};
+use crate::state::AppState;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// The service, its message size limit that of HTTP bodies (`--max-body-size`).
+pub fn service(state: AppState) -> GrpcInferenceServiceServer<Inference> {
+    let limit = state.max_body_size();
+    GrpcInferenceServiceServer::new(Inference { state })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+}
+
+/// The gRPC routes as an axum router, served by the same accept loop and drain as HTTP.
+pub fn router(state: AppState) -> axum::Router {
+    tonic::service::Routes::new(service(state)).into_axum_router()
+}
+
+pub struct Inference {
+    state: AppState,
+}
+
+fn version(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn tensor_metadata(list: Vec<TensorMetadata>) -> Vec<pb::model_metadata_response::TensorMetadata> {
+    list.into_iter()
+        .map(|t| pb::model_metadata_response::TensorMetadata {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Inference {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Reply<pb::ServerLiveResponse> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Reply<pb::ServerReadyResponse> {
+        let ready = self.state.all_ready();
+        Ok(Response::new(pb::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        r: Request<pb::ModelReadyRequest>,
+    ) -> Reply<pb::ModelReadyResponse> {
+        let r = r.into_inner();
+        let ready = v2::is_ready(&self.state, &r.name, version(&r.version))?;
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Reply<pb::ServerMetadataResponse> {
+        let m = v2::server_info();
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: m.name,
+            version: m.version,
+            extensions: m.extensions,
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        r: Request<pb::ModelMetadataRequest>,
+    ) -> Reply<pb::ModelMetadataResponse> {
+        let r = r.into_inner();
+        let m = v2::metadata(&self.state, &r.name, version(&r.version))?;
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: m.name,
+            versions: m.versions,
+            platform: m.platform,
+            inputs: tensor_metadata(m.inputs),
+            outputs: tensor_metadata(m.outputs),
+        }))
+    }
+
+    async fn model_config(
+        &self,
+        r: Request<pb::ModelConfigRequest>,
+    ) -> Reply<pb::ModelConfigResponse> {
+        let r = r.into_inner();
+        let model = self
+            .state
+            .registry()
+            .lookup(&r.name, version(&r.version))
+            .map_err(ApiError::from)?;
+        let config = Some(config_message(&model.name, &model.config));
+        Ok(Response::new(pb::ModelConfigResponse { config }))
+    }
+
+    async fn model_infer(
+        &self,
+        r: Request<pb::ModelInferRequest>,
+    ) -> Reply<pb::ModelInferResponse> {
+        let r = r.into_inner();
+        let state = &self.state;
+        let model = state
+            .registry()
+            .lookup(&r.model_name, version(&r.model_version))
+            .map_err(ApiError::from)?;
+        let reply = observed(state, &model, async {
+            let _permit = super::admit(state)?;
+            let decoded = decode(&model, r)?;
+            let outputs = forward(
+                state,
+                &model,
+                decoded.inputs,
+                decoded.timeout,
+                decoded.priority,
+            )
+            .await?;
+            Ok(encode(&model, decoded.id, &decoded.outputs, outputs))
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+}
+
+/// A dimension list without the batch dimension when the model batches (Triton's `dims`).
+fn dims(config: &ModelConfig, spec: &TensorSpec) -> Vec<i64> {
+    let skip = usize::from(config.max_batch_size > 0);
+    spec.shape.iter().skip(skip).copied().collect()
+}
+
+/// The model's config.toml as Triton's `ModelConfig` message (what `get_model_config` returns).
+fn config_message(name: &str, config: &ModelConfig) -> pb::ModelConfig {
+    let b = &config.batching;
+    pb::ModelConfig {
+        name: name.to_string(),
+        platform: config.platform.clone(),
+        backend: "pytorch".into(),
+        max_batch_size: i32::try_from(config.max_batch_size).unwrap_or(i32::MAX),
+        input: config
+            .inputs
+            .iter()
+            .map(|s| pb::ModelInput {
+                name: s.name.clone(),
+                data_type: contents::config_type(s.datatype).into(),
+                dims: dims(config, s),
+            })
+            .collect(),
+        output: config
+            .outputs
+            .iter()
+            .map(|s| pb::ModelOutput {
+                name: s.name.clone(),
+                data_type: contents::config_type(s.datatype).into(),
+                dims: dims(config, s),
+            })
+            .collect(),
+        instance_group: vec![pb::ModelInstanceGroup {
+            name: name.to_string(),
+            count: i32::try_from(config.instance_count).unwrap_or(i32::MAX),
+            kind: pb::model_instance_group::Kind::Auto.into(),
+        }],
+        dynamic_batching: b.dynamic.then(|| pb::ModelDynamicBatching {
+            preferred_batch_size: b
+                .preferred_batch_sizes
+                .iter()
+                .map(|&p| i32::try_from(p).unwrap_or(i32::MAX))
+                .collect(),
+            max_queue_delay_microseconds: b.max_queue_delay_us,
+            priority_levels: b.priority_levels as u64,
+        }),
+    }
+}
+
+/// A request parameter as an unsigned number (`timeout` in microseconds, `priority`).
+fn param_u64(params: &HashMap<String, InferParameter>, key: &str) -> Result<Option<u64>, ApiError> {
+    let Some(p) = params.get(key) else {
+        return Ok(None);
+    };
+    match &p.parameter_choice {
+        Some(ParameterChoice::Int64Param(n)) if *n >= 0 => Ok(Some(*n as u64)),
+        Some(ParameterChoice::StringParam(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
+        _ => Err(ApiError::InvalidInput(format!(
+            "parameter '{key}' must be a non-negative integer"
+        ))),
+    }
+}
+
+/// The request's tensors as bytes (raw contents as sent, typed contents converted), then the
+/// codec's checks, as for HTTP.
+fn decode(model: &Model, r: pb::ModelInferRequest) -> Result<Decoded, ApiError> {
+    let raw = r.raw_input_contents;
+    if !raw.is_empty() && raw.len() != r.inputs.len() {
+        return Err(ApiError::InvalidInput(format!(
+            "raw_input_contents holds {} entries for {} inputs",
+            raw.len(),
+            r.inputs.len()
+        )));
+    }
+    let mut raw = raw.into_iter();
+    let mut inputs = Vec::with_capacity(r.inputs.len());
+    for input in &r.inputs {
+        let shape = input
+            .shape
+            .iter()
+            .map(|&d| u64::try_from(d))
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(|_| {
+                ApiError::InvalidInput(format!(
+                    "input '{}': shape {:?} has a negative dimension",
+                    input.name, input.shape
+                ))
+            })?;
+        let bytes = match raw.next() {
+            Some(bytes) => bytes,
+            None => typed(input)?.into(),
+        };
+        inputs.push(BinaryInput {
+            name: &input.name,
+            datatype: &input.datatype,
+            shape,
+            bytes,
+        });
+    }
+    let request = BinaryRequest {
+        id: version(&r.id).map(str::to_string),
+        outputs: r.outputs.iter().map(|o| o.name.as_str()).collect(),
+        timeout: param_u64(&r.parameters, wire::TIMEOUT)?.map(Duration::from_micros),
+        priority: param_u64(&r.parameters, wire::PRIORITY)?,
+    };
+    let signature = model.config.signature();
+    Ok(codec::decode_binary(&signature, inputs, request)?)
+}
+
+/// Typed contents as bytes; an unknown datatype is left to the codec to name.
+fn typed(input: &pb::model_infer_request::InferInputTensor) -> Result<Vec<u8>, ApiError> {
+    let Some(datatype) = Datatype::parse(&input.datatype) else {
+        return Ok(Vec::new());
+    };
+    let empty = pb::InferTensorContents::default();
+    contents::to_bytes(datatype, input.contents.as_ref().unwrap_or(&empty))
+        .map_err(|e| ApiError::InvalidInput(format!("input '{}': {e}", input.name)))
+}
+
+fn encode(
+    model: &Model,
+    id: Option<String>,
+    chosen: &[codec::OutputChoice],
+    outputs: Vec<TensorData>,
+) -> pb::ModelInferResponse {
+    let specs = &model.config.outputs;
+    let (outputs, raw) = chosen
+        .iter()
+        .map(|c| {
+            let t = &outputs[c.index];
+            let meta = pb::model_infer_response::InferOutputTensor {
+                name: specs[c.index].name.clone(),
+                datatype: t.datatype.as_str().to_string(),
+                shape: t.shape.iter().map(|&d| d as i64).collect(),
+                parameters: HashMap::new(),
+                contents: None,
+            };
+            (meta, t.bytes.clone())
+        })
+        .unzip();
+    pb::ModelInferResponse {
+        model_name: model.name.clone(),
+        model_version: model.version.to_string(),
+        id: id.unwrap_or_default(),
+        parameters: HashMap::new(),
+        outputs,
+        raw_output_contents: raw,
+    }
+}
