@@ -27,13 +27,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// A port, or `None` for `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortOrOff(pub Option<u16>);
+
 /// Parses a port number, or `off`.
-pub fn parse_port_or_off(s: &str) -> Result<Option<u16>, String> {
+pub fn parse_port_or_off(s: &str) -> Result<PortOrOff, String> {
     match s.trim() {
-        "off" => Ok(None),
+        "off" => Ok(PortOrOff(None)),
         p => p
             .parse()
-            .map(Some)
+            .map(|p| PortOrOff(Some(p)))
             .map_err(|_| format!("'{s}' is not a port (0-65535) or 'off'")),
     }
 }
@@ -177,7 +181,7 @@ pub struct Args {
     /// Port of the KServe v2 gRPC service (inference.GRPCInferenceService, as Triton's 8001);
     /// 0 = any free port, `off` = no gRPC.
     #[arg(long, env = "TORCHSHIP_GRPC_PORT", default_value = "8001", value_parser = parse_port_or_off)]
-    pub grpc_port: Option<u16>,
+    pub grpc_port: PortOrOff,
 
     /// Restrict the repository endpoints (index, load, unload) to callers that send this key in
     /// --control-key-header (compared in constant time; at least 16 characters). Prefer the env
@@ -289,7 +293,7 @@ impl Args {
             model_control: self.model_control,
             default_timeout: self.default_timeout,
             metrics_addr: self.metrics_port.map(|p| SocketAddr::new(self.host, p)),
-            grpc_addr: self.grpc_port.map(|p| SocketAddr::new(self.host, p)),
+            grpc_addr: self.grpc_port.0.map(|p| SocketAddr::new(self.host, p)),
             max_inflight: self.max_inflight.max(1),
             overrides: BatchOverrides {
                 max_batch_size: self.max_batch_size,

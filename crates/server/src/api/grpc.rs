@@ -31,9 +31,12 @@ pub fn service(state: AppState) -> GrpcInferenceServiceServer<Inference> {
         .max_encoding_message_size(limit)
 }
 
-/// The gRPC routes as an axum router, served by the same accept loop and drain as HTTP.
+/// The gRPC routes (inference and `grpc.health.v1`) as an axum router, served by the same accept
+/// loop and drain as HTTP.
 pub fn router(state: AppState) -> axum::Router {
-    tonic::service::Routes::new(service(state)).into_axum_router()
+    tonic::service::Routes::new(service(state.clone()))
+        .add_service(super::grpc_health::service(state))
+        .into_axum_router()
 }
 
 pub struct Inference {

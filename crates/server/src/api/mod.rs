@@ -2,7 +2,8 @@
 //!
 //! - [`health`]: liveness and readiness for people and Kubernetes probes.
 //! - [`v2`]: the KServe v2 / Open Inference Protocol endpoints, binary tensor extension included.
-//! - [`grpc`]: the same protocol over gRPC (`inference.GRPCInferenceService`), on its own port.
+//! - [`grpc`]: the same protocol over gRPC (`inference.GRPCInferenceService`), on its own port;
+//!   [`grpc_health`]: `grpc.health.v1` beside it, following readiness.
 //! - [`repository`]: the repository extension (`index`, `load`, `unload`).
 //! - [`predict`]: the simple `POST /predict`.
 //! - [`forward`]: what the inference handlers share after decoding: outcome counting, deadline and
@@ -11,6 +12,7 @@
 
 pub mod forward;
 pub mod grpc;
+pub mod grpc_health;
 pub mod health;
 pub mod observe;
 pub mod predict;

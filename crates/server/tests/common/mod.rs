@@ -220,6 +220,8 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 pub struct Process {
     pub child: std::process::Child,
     pub base: String,
+    /// `127.0.0.1:PORT` of its gRPC service.
+    pub grpc: Option<String>,
     log: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
@@ -253,14 +255,15 @@ impl Process {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
+        let (addr, grpc) = loop {
             let line = lines
                 .next()
                 .expect("server exited before listening")
                 .unwrap();
             let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
             if v["fields"]["message"] == "torchship server listening" {
-                break v["fields"]["addr"].as_str().unwrap().to_string();
+                let grpc = v["fields"]["grpc_addr"].as_str().map(str::to_string);
+                break (v["fields"]["addr"].as_str().unwrap().to_string(), grpc);
             }
         };
         // Keep reading so the child never blocks on a full pipe; the lines are there for asserts.
@@ -268,6 +271,7 @@ impl Process {
         Process {
             child,
             base: format!("http://{addr}"),
+            grpc,
             log: Some(log),
         }
     }

@@ -1,0 +1,165 @@
+//! gRPC beside HTTP: the health service through a SIGTERM with a call in flight (the real binary),
+//! and HTTP and gRPC requests sharing one forward pass.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Process, TestServer};
+use grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use grpc::pb::model_infer_request::InferInputTensor;
+use grpc::pb::ModelInferRequest;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn digits_request(row: &[f32], id: &str) -> ModelInferRequest {
+    let raw: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+    ModelInferRequest {
+        model_name: "digits".into(),
+        id: id.into(),
+        inputs: vec![InferInputTensor {
+            name: "pixels".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw.into()],
+        ..Default::default()
+    }
+}
+
+fn logits(reply: &grpc::pb::ModelInferResponse) -> Vec<f32> {
+    reply.raw_output_contents[0]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+async fn health(client: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    let reply = client.check(request).await.unwrap().into_inner();
+    ServingStatus::try_from(reply.status).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_on_sigterm_while_a_call_in_flight_completes() {
+    let repo = common::models_dir();
+    // A lone request waits out the queue delay: it is still in flight when SIGTERM arrives.
+    let server = Process::spawn(&[
+        "--model-repository",
+        repo.to_str().unwrap(),
+        "--max-queue-delay",
+        "2s",
+        "--shutdown-delay",
+        "3s",
+    ]);
+    server.wait_ready().await;
+    let addr = server.grpc.clone().expect("the binary serves gRPC");
+    let mut probe = HealthClient::new(channel(&addr).await);
+    assert_eq!(health(&mut probe, "").await, ServingStatus::Serving);
+    assert_eq!(
+        health(&mut probe, grpc::SERVICE).await,
+        ServingStatus::Serving
+    );
+    let unknown = probe
+        .check(HealthCheckRequest {
+            service: "nosuch.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let heldout = common::heldout();
+    let mut infer = GrpcInferenceServiceClient::new(channel(&addr).await);
+    let row = heldout.inputs[0].clone();
+    let in_flight =
+        tokio::spawn(async move { infer.model_infer(digits_request(&row, "late")).await });
+    // The call is queued (pending gauge) before the signal is sent.
+    let http = reqwest::Client::new();
+    loop {
+        let text = common::scrape(&http, &server.base).await;
+        let pending = common::metric_or_zero(
+            &text,
+            "torchship_pending_requests",
+            &[("model", "digits"), ("version", "1")],
+        );
+        if pending >= 1.0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    server.signal("TERM");
+    let mut status = health(&mut probe, "").await;
+    while status == ServingStatus::Serving {
+        // The signal is handled asynchronously; within the 3 s delay the server still answers.
+        tokio::task::yield_now().await;
+        status = health(&mut probe, "").await;
+    }
+    assert_eq!(status, ServingStatus::NotServing);
+    let reply = in_flight
+        .await
+        .unwrap()
+        .expect("the call in flight completes")
+        .into_inner();
+    assert_eq!(reply.id, "late");
+    let want = common::Reference::load("digits").run(&[heldout.inputs[0].clone()]);
+    common::assert_close(&logits(&reply), &want[0], 1e-5, "the late call's logits");
+    let (exit, _) = server.wait(Duration::from_secs(30));
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_grpc_requests_share_a_forward_pass() {
+    let mut config = server::ServerConfig::for_repository(common::models_dir());
+    // Each pass waits up to 1 s for company: the two requests below meet in one.
+    config.overrides.max_queue_delay = Some(Duration::from_secs(1));
+    let server = TestServer::start(config).await;
+    let heldout = common::heldout();
+    let (a, b) = (heldout.inputs[0].clone(), heldout.inputs[1].clone());
+    let mut client = GrpcInferenceServiceClient::new(channel(&server.grpc).await);
+    let http = reqwest::Client::new();
+    let body =
+        json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": a}]});
+    let over_http = common::post_json::<Value>(&http, server.url("/v2/models/digits/infer"), &body);
+    let over_grpc = client.model_infer(digits_request(&b, "g"));
+    let (h, g) = tokio::join!(over_http, over_grpc);
+    let g = g.unwrap().into_inner();
+    let reference = common::Reference::load("digits");
+    let want = reference.run(&[a, b]);
+    let h: Vec<f32> = serde_json::from_value(h["outputs"][0]["data"].clone()).unwrap();
+    common::assert_close(&h, &want[0], 1e-5, "HTTP logits");
+    common::assert_close(&logits(&g), &want[1], 1e-5, "gRPC logits");
+    let text = common::scrape(&http, &server.base).await;
+    let labels = [("model", "digits"), ("version", "1")];
+    assert_eq!(
+        common::metric(&text, "torchship_execution_total", &labels),
+        1.0
+    );
+    assert_eq!(
+        common::metric(&text, "torchship_inference_total", &labels),
+        2.0
+    );
+    let outcomes = [
+        ("model", "digits"),
+        ("version", "1"),
+        ("outcome", "success"),
+    ];
+    assert_eq!(
+        common::metric(&text, "torchship_request_total", &outcomes),
+        2.0
+    );
+    server.stop().await;
+}
