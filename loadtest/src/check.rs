@@ -34,6 +34,7 @@ impl Check {
         let result = match self.api {
             Api::V2 | Api::V2Binary => self.v2(header_length, body),
             Api::Predict => predict(body),
+            Api::Grpc => self.grpc(body),
         };
         match result {
             Ok(()) => true,
@@ -53,6 +54,23 @@ impl Check {
         if got != self.outputs {
             return Err(format!(
                 "the answer has outputs {got:?}, the model's metadata lists {:?}",
+                self.outputs
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Check {
+    fn grpc(&self, body: &[u8]) -> Result<(), String> {
+        use prost::Message;
+        let message = grpc::wire::unframe(body)?;
+        let reply = grpc::pb::ModelInferResponse::decode(message).map_err(|e| e.to_string())?;
+        let got: Vec<&str> = reply.outputs.iter().map(|o| o.name.as_str()).collect();
+        if got != self.outputs || reply.raw_output_contents.len() != got.len() {
+            return Err(format!(
+                "the answer has outputs {got:?} and {} raw contents, the model's metadata lists {:?}",
+                reply.raw_output_contents.len(),
                 self.outputs
             ));
         }

@@ -14,6 +14,9 @@ pub enum Api {
     V2Binary,
     /// torchship's simple `POST /predict`.
     Predict,
+    /// KServe v2 gRPC `ModelInfer` (raw contents, as tritonclient sends them) over h2c; `--url`
+    /// is the gRPC address (`http://host:8001`), requests share connections as HTTP/2 streams.
+    Grpc,
 }
 
 /// How open-loop requests are spread in time.
@@ -75,6 +78,11 @@ pub struct Args {
     /// Speak HTTP/2 without TLS (h2c, prior knowledge) instead of HTTP/1.1.
     #[arg(long, env = "LOADTEST_H2C")]
     pub h2c: bool,
+
+    /// Concurrent requests that share one HTTP/2 connection as streams (h2c and gRPC; default 1
+    /// for --h2c, 100 for --api grpc as gRPC clients multiplex).
+    #[arg(long, env = "LOADTEST_STREAMS_PER_CONNECTION", value_parser = clap::value_parser!(u16).range(1..))]
+    pub streams_per_connection: Option<u16>,
     /// Per-request timeout; a request that takes longer counts as a `timeout` error.
     #[arg(long, env = "LOADTEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub timeout: Duration,

@@ -3,8 +3,10 @@
 //! header maps and redirects cost more than the request itself against a fast server; with owned
 //! connections the load tester reaches wrk's rate (BENCHMARKS.md).
 //!
-//! HTTP/1.1 keep-alive, or h2c with prior knowledge. A connection that fails is dropped and the
-//! next request on its slot reconnects; with `--connection-lifetime` one is also replaced once it
+//! HTTP/1.1 keep-alive, or h2c with prior knowledge, where slots may share a connection as
+//! streams (`--streams-per-connection`; gRPC's default is 100 streams per connection, as gRPC
+//! clients multiplex). gRPC answers are read to their trailers for `grpc-status`. A connection that
+//! fails is dropped and the next request on its slot reconnects; with `--connection-lifetime` one is also replaced once it
 //! is that old (a Service balances connections, not requests).
 
 use std::sync::Arc;
@@ -32,6 +34,10 @@ pub struct Target {
     host: String,
     h2c: bool,
     timeout: Duration,
+    /// gRPC: `te: trailers` on requests, `grpc-status` read from answers.
+    pub grpc: bool,
+    /// Slots that share one HTTP/2 connection (1 over HTTP/1.1).
+    pub streams: usize,
     /// `--connection-lifetime`: reconnect a connection this old before its next request.
     pub lifetime: Option<Duration>,
     /// Decodes the first successful answer on each connection.
@@ -44,6 +50,20 @@ pub struct Conn {
     opened: tokio::time::Instant,
     /// Whether an answer on it has been decoded.
     checked: bool,
+}
+
+impl Conn {
+    /// Another slot on the same HTTP/2 connection (a stream of its own per request).
+    fn share(&self) -> Option<Conn> {
+        match &self.sender {
+            Sender::H2(s) => Some(Conn {
+                sender: Sender::H2(s.clone()),
+                opened: self.opened,
+                checked: false,
+            }),
+            Sender::H1(_) => None,
+        }
+    }
 }
 
 enum Sender {
@@ -72,6 +92,8 @@ impl Target {
             host: authority.to_string(),
             h2c,
             timeout,
+            grpc: false,
+            streams: 1,
             lifetime: None,
             check: None,
         })
@@ -82,8 +104,9 @@ impl Target {
     /// finds open connections instead of opening new ones. A connection that cannot be opened
     /// leaves its slot empty; the first request on it connects.
     pub async fn open(&self, n: usize) -> Vec<Option<Conn>> {
+        let per = if self.h2c { self.streams.max(1) } else { 1 };
         let mut set = tokio::task::JoinSet::new();
-        for _ in 0..n {
+        for _ in 0..n.div_ceil(per) {
             let target = self.clone();
             set.spawn(async move {
                 tokio::time::timeout(target.timeout, target.connect())
@@ -94,8 +117,13 @@ impl Target {
         }
         let mut slots = Vec::with_capacity(n);
         while let Some(conn) = set.join_next().await {
-            slots.push(conn.ok().flatten());
+            let conn = conn.ok().flatten();
+            for _ in 1..per {
+                slots.push(conn.as_ref().and_then(Conn::share));
+            }
+            slots.push(conn);
         }
+        slots.truncate(n);
         slots
     }
 
@@ -150,6 +178,9 @@ impl Target {
         if !self.h2c {
             req = req.header("host", &self.host);
         }
+        if self.grpc {
+            req = req.header("te", "trailers");
+        }
         let req = req
             .body(Full::new(p.body.clone()))
             .map_err(|_| Class::Transport)?;
@@ -176,6 +207,9 @@ impl Target {
         }
         .map_err(|_| Class::Transport)?;
         let status = response.status();
+        if self.grpc && status.is_success() {
+            return self.grpc_answer(conn, response).await;
+        }
         if !status.is_success() {
             drain(response.into_body()).await?;
             return Ok(Class::Status(status.as_u16()));
@@ -197,6 +231,39 @@ impl Target {
             }
         }
     }
+}
+
+impl Target {
+    /// A gRPC answer: read to its trailers; `grpc-status` 0 is success (in the headers for a
+    /// trailers-only error answer, else in the trailers).
+    async fn grpc_answer(
+        &self,
+        conn: &mut Conn,
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Class, Class> {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|_| Class::Transport)?;
+        let code = grpc_status(&parts.headers).or_else(|| body.trailers().and_then(grpc_status));
+        match code {
+            Some(0) => {}
+            Some(code) => return Ok(Class::Grpc(code)),
+            None => return Err(Class::Transport), // the stream ended without a status
+        }
+        match self.check.as_ref().filter(|_| !conn.checked) {
+            None => Ok(Class::Ok),
+            Some(check) => {
+                conn.checked = true;
+                Ok(match check.verify(None, &body.to_bytes()) {
+                    true => Class::Ok,
+                    false => Class::Undecodable,
+                })
+            }
+        }
+    }
+}
+
+fn grpc_status(headers: &hyper::HeaderMap) -> Option<u16> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// Reads an answer's body to its end without keeping it.

@@ -80,7 +80,11 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
     let client = builder
         .build()
         .map_err(|e| LoadError::Client(e.to_string()))?;
-    let meta = metadata(&client, args).await?;
+    let grpc = args.api == cli::Api::Grpc;
+    let meta = match grpc {
+        true => grpc_metadata(args).await?,
+        false => metadata(&client, args).await?,
+    };
     let payload = payload::build(&meta, args.api, &mut payload::Rng::new(args.seed))?;
     let kube = match &args.watch_hpa {
         Some(_) => {
@@ -88,8 +92,14 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         }
         None => None,
     };
-    let mut target = conn::Target::new(&args.url, &payload.path, args.h2c, args.timeout)?;
+    let mut target = conn::Target::new(&args.url, &payload.path, args.h2c || grpc, args.timeout)?;
     target.lifetime = args.connection_lifetime;
+    target.grpc = grpc;
+    target.streams = match (args.streams_per_connection, grpc) {
+        (Some(n), _) => n.into(),
+        (None, true) => 100,
+        (None, false) => 1,
+    };
     target.check = Some(std::sync::Arc::new(check::Check::new(args.api, &meta)));
     let slots = target
         .open(match args.concurrency {
@@ -127,11 +137,37 @@ fn check_mode(args: &Args) -> Result<(), LoadError> {
         (Some(r), _, _) if !(r > 0.0 && r.is_finite()) => Err(LoadError::Usage(format!(
             "--rate {r} must be a positive number"
         ))),
+        _ if args.api == cli::Api::Grpc && args.scrape_metrics => Err(LoadError::Usage(
+            "--scrape-metrics reads /metrics over HTTP; with --api grpc the --url is the gRPC port"
+                .into(),
+        )),
         (None, None, None) => Err(LoadError::Usage(
             "give --rate R or --stages (open loop), or --concurrency N (closed loop)".into(),
         )),
         _ => Ok(()),
     }
+}
+
+/// gRPC `ModelMetadata`: what the payload is generated from, for `--api grpc`.
+async fn grpc_metadata(args: &Args) -> Result<protocol::ModelMetadata, LoadError> {
+    use grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+    let error = |reason: String| LoadError::Metadata {
+        model: args.model.clone(),
+        url: args.url.clone(),
+        reason,
+    };
+    let mut client = GrpcInferenceServiceClient::connect(args.url.clone())
+        .await
+        .map_err(|e| error(format!("gRPC connect: {e}")))?;
+    let request = grpc::pb::ModelMetadataRequest {
+        name: args.model.clone(),
+        version: String::new(),
+    };
+    let reply = client
+        .model_metadata(request)
+        .await
+        .map_err(|s| error(format!("gRPC {:?}: {}", s.code(), s.message())))?;
+    Ok(grpc::wire::metadata(reply.into_inner()))
 }
 
 /// `GET /v2/models/{model}`: what the payload is generated from.

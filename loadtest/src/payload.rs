@@ -91,6 +91,15 @@ pub fn build(meta: &ModelMetadata, api: Api, rng: &mut Rng) -> Result<Payload, L
             format!("/v2/models/{model}/infer"),
             codec::encode_request(&named, api == Api::V2Binary).map_err(codec_error)?,
         ),
+        Api::Grpc => {
+            let request = grpc::wire::infer_request(model, &named);
+            return Ok(Payload {
+                path: grpc::wire::path("ModelInfer"),
+                content_type: "application/grpc",
+                header_length: None,
+                body: grpc::wire::frame(&request),
+            });
+        }
         Api::Predict => {
             let [(_, input)] = named.as_slice() else {
                 return Err(LoadError::Payload(format!(

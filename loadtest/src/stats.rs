@@ -18,6 +18,8 @@ const MAX_US: u64 = 600_000_000;
 pub enum Class {
     Ok,
     Status(u16),
+    /// A gRPC answer whose `grpc-status` is not 0 (OK).
+    Grpc(u16),
     Timeout,
     Transport,
     /// A success whose body the codec cannot decode ([`crate::check`]).
@@ -29,6 +31,7 @@ impl Class {
         match self {
             Class::Ok => "ok".into(),
             Class::Status(code) => format!("status_{code}"),
+            Class::Grpc(code) => format!("grpc_{code}"),
             Class::Timeout => "timeout".into(),
             Class::Transport => "transport".into(),
             Class::Undecodable => "undecodable".into(),

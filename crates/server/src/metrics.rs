@@ -58,6 +58,24 @@ fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> Histog
     .expect("valid histogram")
 }
 
+/// The protocol a request came in by: the `protocol` label's only values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Grpc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
 impl Metrics {
     /// `outcomes`: every value the `outcome` label can take (so that an unloaded version's series
     /// can all be dropped); the server passes [`crate::error::outcomes`].
@@ -67,8 +85,8 @@ impl Metrics {
             outcomes,
             registry: Registry::new(),
             requests: IntCounterVec::new(
-                Opts::new("torchship_request_total", "Inference requests by outcome: success, or the error_type of the failure."),
-                &["model", "version", "outcome"],
+                Opts::new("torchship_request_total", "Inference requests by protocol (http, grpc) and outcome: success, or the error_type of the failure."),
+                &["model", "version", "protocol", "outcome"],
             )
             .expect("valid"),
             request_duration: histogram("torchship_request_duration_seconds", "Inference request time in the server, body read to response built.", LATENCY_BUCKETS, mv),
@@ -149,9 +167,9 @@ impl Metrics {
     }
 
     /// Counts one inference request's outcome (`success` or an error kind).
-    pub fn request(&self, model: &str, version: u64, outcome: &str) {
+    pub fn request(&self, model: &str, version: u64, protocol: Protocol, outcome: &str) {
         self.requests
-            .with_label_values(&[model, &version.to_string(), outcome])
+            .with_label_values(&[model, &version.to_string(), protocol.as_str(), outcome])
             .inc();
     }
 
@@ -167,7 +185,10 @@ impl Metrics {
         let v = version.to_string();
         let l = &[model, v.as_str()];
         for outcome in &self.outcomes {
-            let _ = self.requests.remove_label_values(&[model, &v, outcome]);
+            for protocol in Protocol::ALL {
+                let p = protocol.as_str();
+                let _ = self.requests.remove_label_values(&[model, &v, p, outcome]);
+            }
         }
         for vec in [&self.rows, &self.executions] {
             let _ = vec.remove_label_values(l);
@@ -224,11 +245,15 @@ mod tests {
         let m = Metrics::new(crate::error::outcomes());
         let h = m.model("digits", 1);
         h.rows.inc_by(3);
-        m.request("digits", 1, "success");
+        m.request("digits", 1, Protocol::Http, "success");
+        m.request("digits", 1, Protocol::Grpc, "success");
         let text = m.encode();
         assert!(text.contains("torchship_inference_total{model=\"digits\",version=\"1\"} 3"));
         assert!(text.contains(
-            "torchship_request_total{model=\"digits\",outcome=\"success\",version=\"1\"} 1"
+            "torchship_request_total{model=\"digits\",outcome=\"success\",protocol=\"http\",version=\"1\"} 1"
+        ));
+        assert!(text.contains(
+            "torchship_request_total{model=\"digits\",outcome=\"success\",protocol=\"grpc\",version=\"1\"} 1"
         ));
         assert!(text.contains("torchship_execution_total{model=\"digits\",version=\"1\"} 0"));
         assert!(text.contains("torchship_process_resident_memory_bytes"));

@@ -1,10 +1,11 @@
 //! gRPC beside HTTP: the health service through a SIGTERM with a call in flight (the real binary),
-//! and HTTP and gRPC requests sharing one forward pass.
+//! HTTP and gRPC requests sharing one forward pass, and the load tester over gRPC.
 
 mod common;
 
 use std::time::Duration;
 
+use clap::Parser;
 use common::{Process, TestServer};
 use grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use grpc::pb::model_infer_request::InferInputTensor;
@@ -152,14 +153,93 @@ async fn http_and_grpc_requests_share_a_forward_pass() {
         common::metric(&text, "torchship_inference_total", &labels),
         2.0
     );
+    // Counted under each protocol.
+    for protocol in ["http", "grpc"] {
+        let labels = [
+            ("model", "digits"),
+            ("version", "1"),
+            ("protocol", protocol),
+            ("outcome", "success"),
+        ];
+        assert_eq!(
+            common::metric(&text, "torchship_request_total", &labels),
+            1.0
+        );
+    }
+    server.stop().await;
+}
+
+/// The load tester over gRPC (`--api grpc`: raw contents, HTTP/2 streams sharing connections),
+/// closed loop, bounded by a request count; then a gRPC error is classed by its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tester_drives_grpc_and_classes_its_errors() {
+    let server = TestServer::demo().await;
+    let url = format!("http://{}", server.grpc);
+    let run = |model: &str| {
+        let args = loadtest::Args::parse_from([
+            "loadtest",
+            "--url",
+            &url,
+            "--model",
+            model,
+            "--concurrency",
+            "8",
+            "--requests",
+            "300",
+            "--duration",
+            "60s",
+            "--api",
+            "grpc",
+        ]);
+        async move { loadtest::run(&args, std::future::pending()).await }
+    };
+    let report = run("digits").await.expect("load test");
+    assert_eq!(report.summary.requests, 300, "{:?}", report.summary);
+    assert_eq!(report.summary.ok, 300, "{:?}", report.summary.errors);
+    let http = reqwest::Client::new();
+    let text = common::scrape(&http, &server.base).await;
     let outcomes = [
         ("model", "digits"),
         ("version", "1"),
+        ("protocol", "grpc"),
         ("outcome", "success"),
     ];
     assert_eq!(
         common::metric(&text, "torchship_request_total", &outcomes),
-        2.0
+        300.0
+    );
+    // A model that does not exist: the metadata call says so before any load.
+    let missing = run("nosuch").await.unwrap_err().to_string();
+    assert!(missing.contains("NotFound"), "{missing}");
+    server.stop().await;
+
+    // A server whose deadline passes before any pass starts: every answer is DEADLINE_EXCEEDED (4).
+    let mut config = server::ServerConfig::for_repository(common::models_dir());
+    config.default_timeout = Duration::from_nanos(1);
+    let server = TestServer::start(config).await;
+    let url = format!("http://{}", server.grpc);
+    let args = loadtest::Args::parse_from([
+        "loadtest",
+        "--url",
+        &url,
+        "--model",
+        "digits",
+        "--concurrency",
+        "2",
+        "--requests",
+        "20",
+        "--duration",
+        "60s",
+        "--api",
+        "grpc",
+    ]);
+    let report = loadtest::run(&args, std::future::pending()).await.unwrap();
+    assert_eq!(report.summary.ok, 0);
+    assert_eq!(
+        report.summary.errors.get("grpc_4"),
+        Some(&20),
+        "{:?}",
+        report.summary.errors
     );
     server.stop().await;
 }

@@ -66,6 +66,7 @@ async fn scripted_requests_move_exactly_the_expected_counters() {
     let mv: &[(&str, &str)] = &[("model", "digits"), ("version", "1")];
     let with = |extra: (&'static str, &'static str)| {
         let mut l = mv.to_vec();
+        l.push(("protocol", "http"));
         l.push(extra);
         l
     };

@@ -325,7 +325,12 @@ async fn the_inflight_limit_is_429_overloaded_and_counted() {
         metric(
             &text,
             "torchship_request_total",
-            &[("model", "slow"), ("version", "1"), ("outcome", o)],
+            &[
+                ("model", "slow"),
+                ("version", "1"),
+                ("protocol", "http"),
+                ("outcome", o),
+            ],
         )
     };
     assert_eq!(outcome("overloaded"), 1.0, "{text}");

@@ -4,8 +4,9 @@
 //!   batch size, with the intra-op threads the server's forward thread for it has; prints rows/s.
 //! - `serve BATCHING`: the server (this crate's library, as `main.rs` runs it) on 127.0.0.1:0 on
 //!   the demo models; prints its port, then serves until killed.
-//! - `load URL MODEL CONCURRENCY SECONDS`: the project's load tester (its library, as its CLI runs
-//!   it), closed loop, binary tensors; prints the report's summary as JSON.
+//! - `load URL MODEL CONCURRENCY SECONDS [API]`: the project's load tester (its library, as its CLI
+//!   runs it), closed loop, binary tensors (`v2-binary`, or API: `grpc` for the gRPC port);
+//!   prints the report's summary as JSON.
 //! - `floor URL MODEL SECONDS`: one client, the load tester's own connection code, timing each
 //!   exchange: first a trivial endpoint of the same server (`POST /v2/repository/index`, no model
 //!   involved: HTTP on loopback and the server's router), then one-row inference of MODEL; prints
@@ -43,7 +44,12 @@ pub fn run(args: &[String]) -> bool {
             println!("{rows}");
         }
         ["serve", batching] => serve(*batching == "on"),
-        ["load", url, model, concurrency, seconds] => load(url, model, concurrency, seconds),
+        ["load", url, model, concurrency, seconds] => {
+            load(url, model, concurrency, seconds, "v2-binary")
+        }
+        ["load", url, model, concurrency, seconds, api] => {
+            load(url, model, concurrency, seconds, api)
+        }
         ["floor", url, model, seconds] => floor(url, model, parse(seconds)),
         ["baseline"] => {
             let _g = tch::no_grad_guard();
@@ -145,7 +151,7 @@ fn serve(batching: bool) {
     });
 }
 
-fn load(url: &str, model: &str, concurrency: &str, seconds: &str) {
+fn load(url: &str, model: &str, concurrency: &str, seconds: &str, api: &str) {
     let args = loadtest::Args::parse_from([
         "loadtest",
         "--url",
@@ -157,7 +163,7 @@ fn load(url: &str, model: &str, concurrency: &str, seconds: &str) {
         "--duration",
         &format!("{seconds}s"),
         "--api",
-        "v2-binary",
+        api,
     ]);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let report = rt

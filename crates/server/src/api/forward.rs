@@ -10,14 +10,16 @@ use protocol::codec::Encoded;
 use protocol::wire;
 
 use crate::error::ApiError;
+use crate::metrics::Protocol;
 use crate::runtime::{Deadline, Model, TensorData};
 use crate::state::AppState;
 
-/// Runs one inference request of `model`, counting its outcome (`success` or the error kind) and
-/// its duration in the model's metrics.
+/// Runs one inference request of `model`, counting its outcome (`success` or the error kind, by
+/// protocol) and its duration in the model's metrics.
 pub async fn observed<T>(
     state: &AppState,
     model: &Model,
+    protocol: Protocol,
     request: impl Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
     let started = Instant::now();
@@ -26,7 +28,9 @@ pub async fn observed<T>(
         .as_ref()
         .map(|_| "success")
         .unwrap_or_else(|e| e.kind());
-    state.metrics().request(&model.name, model.version, outcome);
+    state
+        .metrics()
+        .request(&model.name, model.version, protocol, outcome);
     model
         .metrics
         .request_duration

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use super::forward::{forward, observed};
 use super::v2;
 use crate::error::ApiError;
+use crate::metrics::Protocol;
 use crate::repository::{ModelConfig, TensorSpec};
 use crate::runtime::{Model, TensorData};
 use crate::state::AppState;
@@ -134,7 +135,7 @@ impl GrpcInferenceService for Inference {
             .registry()
             .lookup(&r.model_name, version(&r.model_version))
             .map_err(ApiError::from)?;
-        let reply = observed(state, &model, async {
+        let reply = observed(state, &model, Protocol::Grpc, async {
             let _permit = super::admit(state)?;
             let decoded = decode(&model, r)?;
             let outputs = forward(

@@ -11,6 +11,7 @@ use protocol::codec::Encoded;
 use super::forward::{forward, observed, respond};
 use super::read_body;
 use crate::error::ApiError;
+use crate::metrics::Protocol;
 use crate::runtime::Model;
 use crate::state::AppState;
 
@@ -23,7 +24,13 @@ pub async fn predict(State(state): State<AppState>, body: Body) -> Result<Respon
     let model = state
         .registry()
         .lookup(&request.model, request.version.as_deref())?;
-    observed(&state, &model, predict_on(&state, &model, &request)).await
+    observed(
+        &state,
+        &model,
+        Protocol::Http,
+        predict_on(&state, &model, &request),
+    )
+    .await
 }
 
 async fn predict_on(

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::forward::{forward, observed, respond};
 use super::read_body;
 use crate::error::ApiError;
+use crate::metrics::Protocol;
 use crate::registry::RegistryError;
 use crate::repository::{config::PLATFORM, ModelConfig, TensorSpec};
 use crate::state::AppState;
@@ -124,7 +125,7 @@ pub async fn infer(
     let model = state
         .registry()
         .lookup(&path.model, path.version.as_deref())?;
-    observed(&state, &model, async {
+    observed(&state, &model, Protocol::Http, async {
         let _permit = super::admit(&state)?;
         let body = read_body(body, state.max_body_size()).await?;
         let framing = codec::header_length(headers.get(wire::HEADER_LENGTH).map(|v| v.as_bytes()))?;
