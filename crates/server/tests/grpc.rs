@@ -243,3 +243,89 @@ async fn the_load_tester_drives_grpc_and_classes_its_errors() {
     );
     server.stop().await;
 }
+
+/// The repository calls over gRPC follow HTTP's rules: with a control key, UNAUTHENTICATED without
+/// it and PERMISSION_DENIED with another; with it, unload and load work under explicit model
+/// control, and the index shows each state. Load overrides are refused, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_calls_take_the_control_key_and_model_control() {
+    use grpc::pb::{
+        RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
+    };
+    let key = "5f2b8c0e9d7a4b1c3e6f8a0d2c4b6e8f";
+    let mut config = server::ServerConfig::for_repository(common::models_dir());
+    config.model_control = server::config::ModelControl::Explicit;
+    config.control_key =
+        server::control_key::ControlKey::load("x-torchship-control-key", Some(key), None).unwrap();
+    let server = TestServer::start(config).await;
+    let mut client = GrpcInferenceServiceClient::new(channel(&server.grpc).await);
+    let with_key = |key: &str, name: &str| {
+        let mut r = tonic::Request::new(RepositoryModelUnloadRequest {
+            model_name: name.into(),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("x-torchship-control-key", key.parse().unwrap());
+        r
+    };
+    let missing = client
+        .repository_model_unload(RepositoryModelUnloadRequest {
+            model_name: "mlp".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated, "{missing:?}");
+    assert!(
+        missing.message().contains("x-torchship-control-key"),
+        "{missing:?}"
+    );
+    let wrong = client
+        .repository_model_unload(with_key("5f2b8c0e9d7a4b1c3e6f8a0d2c4b6e8e", "mlp"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::PermissionDenied, "{wrong:?}");
+    client
+        .repository_model_unload(with_key(key, "mlp"))
+        .await
+        .expect("unload with the key");
+    let mut index = tonic::Request::new(RepositoryIndexRequest::default());
+    index
+        .metadata_mut()
+        .insert("x-torchship-control-key", key.parse().unwrap());
+    let rows = client.repository_index(index).await.unwrap().into_inner();
+    let states: Vec<(String, String)> = rows
+        .models
+        .iter()
+        .map(|m| (m.name.clone(), m.state.clone()))
+        .collect();
+    // As over HTTP: an unloaded model is not served, so not READY in the index.
+    assert!(
+        !states.contains(&("mlp".into(), "READY".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("digits".into(), "READY".into())),
+        "{states:?}"
+    );
+    let mut load = tonic::Request::new(RepositoryModelLoadRequest {
+        model_name: "mlp".into(),
+        parameters: [("config".to_string(), Default::default())].into(),
+        ..Default::default()
+    });
+    load.metadata_mut()
+        .insert("x-torchship-control-key", key.parse().unwrap());
+    let refused = client.repository_model_load(load).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let mut load = tonic::Request::new(RepositoryModelLoadRequest {
+        model_name: "mlp".into(),
+        ..Default::default()
+    });
+    load.metadata_mut()
+        .insert("x-torchship-control-key", key.parse().unwrap());
+    client
+        .repository_model_load(load)
+        .await
+        .expect("load with the key");
+    server.stop().await;
+}

@@ -12,7 +12,8 @@ use grpc::pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenc
 use grpc::pb::{self, infer_parameter::ParameterChoice, InferParameter};
 use protocol::codec::{self, BinaryInput, BinaryRequest, Decoded};
 use protocol::{wire, Datatype, TensorMetadata};
-use tonic::{Request, Response, Status};
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::forward::{forward, observed};
 use super::v2;
@@ -129,27 +130,147 @@ impl GrpcInferenceService for Inference {
         &self,
         r: Request<pb::ModelInferRequest>,
     ) -> Reply<pb::ModelInferResponse> {
-        let r = r.into_inner();
-        let state = &self.state;
-        let model = state
+        Ok(Response::new(infer(&self.state, r.into_inner()).await?))
+    }
+
+    type ModelStreamInferStream = ReceiverStream<Result<pb::ModelStreamInferResponse, Status>>;
+
+    /// Each request on the stream is served as a ModelInfer call would be, concurrently (so they
+    /// can share forward passes); each gets one answer, in the order they finish, with its `id`.
+    /// A failed request answers `error_message` and leaves the stream open.
+    async fn model_stream_infer(
+        &self,
+        r: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Reply<Self::ModelStreamInferStream> {
+        let mut incoming = r.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let mut calls = tokio::task::JoinSet::new();
+            while let Ok(Some(request)) = incoming.message().await {
+                let (state, tx) = (state.clone(), tx.clone());
+                calls.spawn(async move {
+                    let answer = stream_answer(&state, request).await;
+                    let _ = tx.send(Ok(answer)).await;
+                });
+            }
+            while calls.join_next().await.is_some() {}
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn repository_index(
+        &self,
+        r: Request<pb::RepositoryIndexRequest>,
+    ) -> Reply<pb::RepositoryIndexResponse> {
+        self.restricted(&r)?;
+        let ready_only = r.into_inner().ready;
+        let models = self
+            .state
             .registry()
-            .lookup(&r.model_name, version(&r.model_version))
-            .map_err(ApiError::from)?;
-        let reply = observed(state, &model, Protocol::Grpc, async {
-            let _permit = super::admit(state)?;
-            let decoded = decode(&model, r)?;
-            let outputs = forward(
-                state,
-                &model,
-                decoded.inputs,
-                decoded.timeout,
-                decoded.priority,
-            )
-            .await?;
-            Ok(encode(&model, decoded.id, &decoded.outputs, outputs))
-        })
+            .index()
+            .into_iter()
+            .filter(|row| !ready_only || row.state == "READY")
+            .map(|row| pb::repository_index_response::ModelIndex {
+                name: row.name,
+                version: row.version.unwrap_or_default(),
+                state: row.state.to_string(),
+                reason: row.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        r: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Reply<pb::RepositoryModelLoadResponse> {
+        self.restricted(&r)?;
+        let r = r.into_inner();
+        no_overrides(&r.parameters)?;
+        let loaded = self.state.registry().load(&r.model_name).await;
+        loaded.map_err(ApiError::from)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        r: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Reply<pb::RepositoryModelUnloadResponse> {
+        self.restricted(&r)?;
+        let r = r.into_inner();
+        no_overrides(&r.parameters)?;
+        let unloaded = self.state.registry().unload(&r.model_name).await;
+        unloaded.map_err(ApiError::from)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+impl Inference {
+    /// The repository calls' control key, in the same metadata key as HTTP's header.
+    fn restricted<T>(&self, r: &Request<T>) -> Result<(), ApiError> {
+        match &self.state.config().control_key {
+            Some(key) => Ok(key.check(&r.metadata().clone().into_headers())?),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Triton's load parameters override the config or the model file: not served, so refused rather
+/// than silently ignored. `unload_dependents` (tritonclient always sends it) has nothing to do
+/// here: a TorchScript model has no dependents.
+fn no_overrides(params: &HashMap<String, pb::ModelRepositoryParameter>) -> Result<(), ApiError> {
+    match params.keys().find(|k| *k != "unload_dependents") {
+        None => Ok(()),
+        Some(key) => Err(ApiError::InvalidInput(format!(
+            "repository parameter '{key}' (config or file overrides) is not supported; change the model's folder instead"
+        ))),
+    }
+}
+
+/// One ModelInfer: look-up, then the same stages as HTTP, counted under the model.
+async fn infer(
+    state: &AppState,
+    r: pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse, ApiError> {
+    let model = state
+        .registry()
+        .lookup(&r.model_name, version(&r.model_version))?;
+    observed(state, &model, Protocol::Grpc, async {
+        let _permit = super::admit(state)?;
+        let decoded = decode(&model, r)?;
+        let outputs = forward(
+            state,
+            &model,
+            decoded.inputs,
+            decoded.timeout,
+            decoded.priority,
+        )
         .await?;
-        Ok(Response::new(reply))
+        Ok(encode(&model, decoded.id, &decoded.outputs, outputs))
+    })
+    .await
+}
+
+/// A stream's answer to one request: the response, or the error's message with the request's id.
+async fn stream_answer(
+    state: &AppState,
+    request: pb::ModelInferRequest,
+) -> pb::ModelStreamInferResponse {
+    let (id, model_name) = (request.id.clone(), request.model_name.clone());
+    match infer(state, request).await {
+        Ok(reply) => pb::ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(reply),
+        },
+        Err(e) => pb::ModelStreamInferResponse {
+            error_message: Status::from(e).message().to_string(),
+            infer_response: Some(pb::ModelInferResponse {
+                model_name,
+                id,
+                ..Default::default()
+            }),
+        },
     }
 }
 
