@@ -17,10 +17,9 @@ points=("digits 1" "digits 32" "mlp 1" "mlp 32")
 
 "$root/scripts/setup.sh"
 cd "$root"
-if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "bench-ab: something already listens on 127.0.0.1:$port; stop it first" >&2
-    exit 1
-fi
+# shellcheck source=scripts/bench-common.sh
+. "$root/scripts/bench-common.sh"
+require_free_port "$port"
 work="$root/target/bench-ab"
 mkdir -p "$work"
 worktree="$work/old"
@@ -57,15 +56,13 @@ for round in $(seq 1 "$rounds"); do
         # The old binary's rpath names its worktree's .libtorch; both find libtorch here.
         repo=models
         [ "$which" = old ] && repo="$work/models-old"
+        # The current binary also serves gRPC unless told not to; the old one may not know the flag.
+        extra=()
+        [ "$which" = new ] && extra=(--grpc-port off)
         LD_LIBRARY_PATH="$root/.libtorch/lib" "$work/server-$which" --model-repository "$repo" \
-            --port "$port" >/dev/null 2>&1 &
+            --port "$port" "${extra[@]}" >/dev/null 2>&1 &
         pid=$!
-        for _ in $(seq 1 240); do
-            curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.25
-        done
-        kill -0 "$pid" 2>/dev/null || { echo "bench-ab: the $which server did not start" >&2; exit 1; }
+        wait_until_ready "$pid" "$port" "the $which server"
         for point in "${points[@]}"; do
             set -- $point
             line=$(target/release/examples/bench load "http://127.0.0.1:$port" "$1" "$2" "$seconds" | median_line)

@@ -13,22 +13,16 @@ grpc_port=18559
 points=("digits 1" "digits 32" "mlp 1" "mlp 32")
 "$root/scripts/setup.sh"
 cd "$root"
-for p in "$port" "$grpc_port"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-        echo "bench-grpc: something already listens on 127.0.0.1:$p; stop it first" >&2
-        exit 1
-    fi
-done
+# shellcheck source=scripts/bench-common.sh
+. "$root/scripts/bench-common.sh"
+require_free_port "$port"
+require_free_port "$grpc_port"
 cargo build --release -p server --bin server --example bench
 target/release/server --model-repository models --port "$port" --grpc-port "$grpc_port" \
     >/dev/null 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
-for _ in $(seq 1 240); do
-    curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { echo "bench-grpc: the server did not start" >&2; exit 1; }
-    sleep 0.25
-done
+wait_until_ready "$pid" "$port" "the server"
 echo "| round | model | clients | api | req/s | p50 ms | p99 ms | errors |"
 echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do

@@ -16,10 +16,9 @@ shift 4
 port=18557
 "$root/scripts/setup.sh"
 cd "$root"
-if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "bench-settings: something already listens on 127.0.0.1:$port; stop it first" >&2
-    exit 1
-fi
+# shellcheck source=scripts/bench-common.sh
+. "$root/scripts/bench-common.sh"
+require_free_port "$port"
 cargo build --release -p server --bin server --example bench
 for round in $(seq 1 "$rounds"); do
     for spec in "$@"; do
@@ -28,12 +27,7 @@ for round in $(seq 1 "$rounds"); do
         env $envs target/release/server --model-repository models --port "$port" --grpc-port off $flags \
             >/dev/null 2>&1 &
         pid=$!
-        for _ in $(seq 1 240); do
-            curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.25
-        done
-        kill -0 "$pid" 2>/dev/null || { echo "bench-settings: '$label' did not start" >&2; exit 1; }
+        wait_until_ready "$pid" "$port" "the server under '$label'"
         target/release/examples/bench load "http://127.0.0.1:$port" "$model" "$clients" 1 >/dev/null
         target/release/examples/bench load "http://127.0.0.1:$port" "$model" "$clients" "$seconds" |
             tail -1 | python3 -c "

@@ -208,6 +208,33 @@ async fn the_load_tester_drives_grpc_and_classes_its_errors() {
         common::metric(&text, "torchship_request_total", &outcomes),
         300.0
     );
+    // A shipped scenario (steady: open loop at 300 req/s), bounded by a request count.
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../loadtest/scenarios/steady.toml"
+    );
+    let args = loadtest::Args::parse_from([
+        "loadtest",
+        "--url",
+        &url,
+        "--model",
+        "digits",
+        "--scenario",
+        scenario,
+        "--requests",
+        "150",
+        "--api",
+        "grpc",
+    ])
+    .with_scenario()
+    .unwrap();
+    let report = loadtest::run(&args, std::future::pending()).await.unwrap();
+    assert!(
+        report.summary.mode.starts_with("open loop"),
+        "{}",
+        report.summary.mode
+    );
+    assert_eq!(report.summary.ok, 150, "{:?}", report.summary.errors);
     // A model that does not exist: the metadata call says so before any load.
     let missing = run("nosuch").await.unwrap_err().to_string();
     assert!(missing.contains("NotFound"), "{missing}");
@@ -327,5 +354,30 @@ async fn repository_calls_take_the_control_key_and_model_control() {
         .repository_model_load(load)
         .await
         .expect("load with the key");
+    server.stop().await;
+}
+
+/// A message larger than the limit (`--max-body-size`, as for HTTP) is answered with a clear
+/// status, and the server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_with_a_clear_status() {
+    let mut config = server::ServerConfig::for_repository(common::models_dir());
+    config.max_body_size = 1024;
+    let server = TestServer::start(config).await;
+    let mut client = GrpcInferenceServiceClient::new(channel(&server.grpc).await);
+    let mut big = digits_request(&[0.5; 64], "big");
+    big.inputs[0].shape = vec![4, 64];
+    big.raw_input_contents = vec![vec![0u8; 4 * 64 * 4].into()];
+    let refused = client.model_infer(big).await.unwrap_err();
+    // tonic's answer for a message over the limit (grpc-core's would be RESOURCE_EXHAUSTED).
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("1024"), "{refused:?}");
+    let ok = client
+        .model_infer(digits_request(&[0.5; 64], "small"))
+        .await;
+    assert_eq!(
+        ok.expect("a small message still served").into_inner().id,
+        "small"
+    );
     server.stop().await;
 }

@@ -105,18 +105,19 @@ fn decode_json(
     })
 }
 
+/// The index of the model's input or output (`what`) called `name`.
+fn position(specs: &[TensorSpec], name: &str, what: &str) -> Result<usize, CodecError> {
+    specs.iter().position(|s| s.name == name).ok_or_else(|| {
+        CodecError::Invalid(format!(
+            "unknown {what} '{name}'; the model's {what}s are: {}",
+            names(specs)
+        ))
+    })
+}
+
 /// The index of the model's input `name`, which must not have been given already.
 fn free_slot(sig: &Signature, slots: &[Option<Tensor>], name: &str) -> Result<usize, CodecError> {
-    let index = sig
-        .inputs
-        .iter()
-        .position(|s| s.name == name)
-        .ok_or_else(|| {
-            CodecError::Invalid(format!(
-                "unknown input '{name}'; the model's inputs are: {}",
-                names(sig.inputs)
-            ))
-        })?;
+    let index = position(sig.inputs, name, "input")?;
     if slots[index].is_some() {
         return Err(CodecError::Invalid(format!("input '{name}' given twice")));
     }
@@ -301,16 +302,7 @@ fn outputs_by_name(
     wanted
         .iter()
         .map(|&(name, binary)| {
-            let index = sig
-                .outputs
-                .iter()
-                .position(|s| s.name == name)
-                .ok_or_else(|| {
-                    CodecError::Invalid(format!(
-                        "unknown output '{name}'; the model's outputs are: {}",
-                        names(sig.outputs)
-                    ))
-                })?;
+            let index = position(sig.outputs, name, "output")?;
             Ok(OutputChoice { index, binary })
         })
         .collect()
