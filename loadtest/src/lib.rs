@@ -13,10 +13,12 @@
 //! - [`kube_watch`]: `--watch-hpa`, the HPA and its Deployment on the same time axis.
 //! - [`live`]: the progress line while the load runs.
 //! - [`scrape`]: `--scrape-metrics`, the server's queue and batch sizes from its `/metrics`.
-//! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report.
+//! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report;
+//!   [`compare`]: `loadtest compare`, runs side by side from their JSON reports.
 
 pub mod check;
 pub mod cli;
+pub mod compare;
 pub mod conn;
 pub mod engine;
 pub mod html;

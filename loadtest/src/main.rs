@@ -1,8 +1,25 @@
 use anyhow::Context;
 use clap::Parser;
 
+/// `loadtest compare A.json B.json ...`: no load, only the reports side by side.
+fn compare() -> anyhow::Result<std::process::ExitCode> {
+    let args = loadtest::compare::CompareArgs::parse_from(std::env::args().skip(1));
+    let runs = args
+        .reports
+        .iter()
+        .map(|p| loadtest::compare::load(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)
+        .context("reading the reports")?;
+    print!("{}", loadtest::compare::text(&runs));
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
+    if std::env::args().nth(1).as_deref() == Some("compare") {
+        return compare();
+    }
     let args = loadtest::Args::parse()
         .with_scenario()
         .map_err(anyhow::Error::msg)

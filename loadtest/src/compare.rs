@@ -1,0 +1,208 @@
+//! `loadtest compare A.json B.json [...]`: runs side by side from their JSON reports (`--json`),
+//! e.g. HTTP against gRPC, or before against after a change: throughput, errors and the latency
+//! percentiles of each run, and each run's ratio to the first.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::stats::Percentiles;
+
+/// `loadtest compare`'s arguments.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "loadtest compare",
+    about = "Compare the JSON reports (--json) of two or more runs"
+)]
+pub struct CompareArgs {
+    /// The reports, the first one the baseline the others are divided by.
+    #[arg(required = true, num_args = 2..)]
+    pub reports: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Stored {
+    summary: StoredSummary,
+}
+
+#[derive(Debug, Deserialize)]
+struct StoredSummary {
+    url: String,
+    model: String,
+    mode: String,
+    requests: u64,
+    error_rate: f64,
+    achieved_rps: f64,
+    latency_ms: StoredLatency,
+}
+
+#[derive(Debug, Deserialize)]
+struct StoredLatency {
+    corrected: Percentiles,
+    uncorrected: Percentiles,
+}
+
+/// One report, named after its file.
+#[derive(Debug)]
+pub struct Run {
+    name: String,
+    summary: StoredSummary,
+}
+
+/// Reads a report written by `--json`; the error names the file and what is wrong.
+pub fn load(path: &Path) -> Result<Run, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let stored: Stored = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a loadtest --json report: {e}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    Ok(Run {
+        name,
+        summary: stored.summary,
+    })
+}
+
+/// A row's value in each run.
+type Row = (String, Box<dyn Fn(&StoredSummary) -> f64>);
+
+fn rows() -> Vec<Row> {
+    let mut rows: Vec<Row> = vec![
+        ("achieved req/s".into(), Box::new(|s| s.achieved_rps)),
+        ("requests".into(), Box::new(|s| s.requests as f64)),
+        ("error rate %".into(), Box::new(|s| 100.0 * s.error_rate)),
+    ];
+    type Pick = fn(&Percentiles) -> f64;
+    let picks: [(&str, &str, Pick); 10] = [
+        ("p50 ms", "corrected", |p| p.p50),
+        ("p90 ms", "corrected", |p| p.p90),
+        ("p99 ms", "corrected", |p| p.p99),
+        ("p99.9 ms", "corrected", |p| p.p999),
+        ("max ms", "corrected", |p| p.max),
+        ("p50 ms", "uncorrected", |p| p.p50),
+        ("p90 ms", "uncorrected", |p| p.p90),
+        ("p99 ms", "uncorrected", |p| p.p99),
+        ("p99.9 ms", "uncorrected", |p| p.p999),
+        ("max ms", "uncorrected", |p| p.max),
+    ];
+    for (label, which, pick) in picks {
+        let corrected = which == "corrected";
+        rows.push((
+            format!("{label} ({which})"),
+            Box::new(move |s| {
+                let l = &s.latency_ms;
+                pick(if corrected {
+                    &l.corrected
+                } else {
+                    &l.uncorrected
+                })
+            }),
+        ));
+    }
+    rows
+}
+
+/// The comparison as text: the runs (letters A, B, ...), then one row per measure with each run's
+/// value and each later run's ratio to A ("-" where A is 0).
+pub fn text(runs: &[Run]) -> String {
+    let letter = |i: usize| char::from(b'A' + (i % 26) as u8);
+    let mut out = String::new();
+    for (i, r) in runs.iter().enumerate() {
+        let s = &r.summary;
+        let _ = writeln!(
+            out,
+            "{} = {}: {} -> {} (model {})",
+            letter(i),
+            r.name,
+            s.mode,
+            s.url,
+            s.model
+        );
+    }
+    let _ = write!(out, "{:<26}", "");
+    for i in 0..runs.len() {
+        let _ = write!(out, "{:>12}", letter(i));
+    }
+    for i in 1..runs.len() {
+        let _ = write!(out, "{:>8}", format!("{}/A", letter(i)));
+    }
+    out.push('\n');
+    for (label, value) in rows() {
+        let values: Vec<f64> = runs.iter().map(|r| value(&r.summary)).collect();
+        let _ = write!(out, "{label:<26}");
+        for v in &values {
+            let _ = write!(out, "{v:>12.2}");
+        }
+        for v in &values[1..] {
+            let ratio = match values[0] {
+                a if a > 0.0 => format!("{:.2}", v / a),
+                _ => "-".into(),
+            };
+            let _ = write!(out, "{ratio:>8}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, rps: f64, p50: f64, errors: f64) -> Run {
+        let p = |x: f64| Percentiles {
+            p50: x,
+            p90: 2.0 * x,
+            p95: 2.5 * x,
+            p99: 3.0 * x,
+            p999: 4.0 * x,
+            max: 5.0 * x,
+            mean: x,
+        };
+        Run {
+            name: name.into(),
+            summary: StoredSummary {
+                url: "http://127.0.0.1:8080".into(),
+                model: "digits".into(),
+                mode: "closed loop, 32 clients".into(),
+                requests: 1000,
+                error_rate: errors,
+                achieved_rps: rps,
+                latency_ms: StoredLatency {
+                    corrected: p(p50),
+                    uncorrected: p(p50 / 2.0),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn each_run_is_divided_by_the_first() {
+        let out = text(&[
+            run("http.json", 1000.0, 1.0, 0.0),
+            run("grpc.json", 800.0, 1.5, 0.01),
+        ]);
+        assert!(
+            out.starts_with("A = http.json: closed loop, 32 clients"),
+            "{out}"
+        );
+        assert!(out.contains("B = grpc.json"), "{out}");
+        let line = |label: &str| {
+            out.lines()
+                .find(|l| l.starts_with(label))
+                .unwrap()
+                .to_string()
+        };
+        let rps: Vec<String> = line("achieved req/s")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert_eq!(rps[2..], ["1000.00", "800.00", "0.80"], "{out}");
+        assert!(line("p50 ms (corrected)").ends_with("1.50"), "{out}");
+        assert!(line("p50 ms (uncorrected)").contains("0.75"), "{out}");
+        // No errors in A: the ratio would mean nothing.
+        assert!(line("error rate %").trim_end().ends_with('-'), "{out}");
+    }
+}
