@@ -418,5 +418,29 @@ mod tests {
     fn overload_says_when_to_retry() {
         let r = ApiError::from(RuntimeError::QueueFull(3)).into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let s = tonic::Status::from(ApiError::from(RuntimeError::QueueFull(3)));
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "1");
+        assert_eq!(
+            s.metadata().get("torchship-error-kind").unwrap(),
+            "queue_full"
+        );
+    }
+
+    /// Every error has a gRPC code of its own kind: only the 500s are INTERNAL, and the message is
+    /// the HTTP body's.
+    #[test]
+    fn every_error_maps_to_a_grpc_code_with_the_http_message() {
+        for e in ApiError::one_of_each() {
+            let (status, code) = (e.status(), e.grpc_code());
+            assert_eq!(
+                code == tonic::Code::Internal,
+                status == StatusCode::INTERNAL_SERVER_ERROR,
+                "{} ({status}) -> {code:?}",
+                e.kind()
+            );
+            let message = e.client_message();
+            assert_eq!(tonic::Status::from(e).message(), message);
+        }
     }
 }
