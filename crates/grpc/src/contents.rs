@@ -34,61 +34,35 @@ where
 /// FP16 and BF16 have no typed field: the protocol says they travel as raw contents.
 pub fn to_bytes(datatype: Datatype, c: &InferTensorContents) -> Result<Vec<u8>, ContentsError> {
     use Datatype as D;
-    let le = |v: &dyn Fn() -> Vec<u8>| Ok(v());
-    match datatype {
-        D::Bool => le(&|| c.bool_contents.iter().map(|&b| u8::from(b)).collect()),
+    fn le<T, const N: usize>(values: &[T], bytes: fn(&T) -> [u8; N]) -> Vec<u8> {
+        values.iter().flat_map(bytes).collect()
+    }
+    Ok(match datatype {
+        D::Bool => le(&c.bool_contents, |&b| [u8::from(b)]),
         D::Int8 => narrow(&c.int_contents, "int_contents", datatype, |&v| {
             i8::try_from(v).ok().map(i8::to_le_bytes)
-        }),
+        })?,
         D::Int16 => narrow(&c.int_contents, "int_contents", datatype, |&v| {
             i16::try_from(v).ok().map(i16::to_le_bytes)
-        }),
-        D::Int32 => le(&|| {
-            c.int_contents
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        }),
-        D::Int64 => le(&|| {
-            c.int64_contents
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        }),
+        })?,
+        D::Int32 => le(&c.int_contents, |v| v.to_le_bytes()),
+        D::Int64 => le(&c.int64_contents, |v| v.to_le_bytes()),
         D::Uint8 => narrow(&c.uint_contents, "uint_contents", datatype, |&v| {
             u8::try_from(v).ok().map(u8::to_le_bytes)
-        }),
+        })?,
         D::Uint16 => narrow(&c.uint_contents, "uint_contents", datatype, |&v| {
             u16::try_from(v).ok().map(u16::to_le_bytes)
-        }),
-        D::Uint32 => le(&|| {
-            c.uint_contents
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        }),
-        D::Uint64 => le(&|| {
-            c.uint64_contents
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        }),
-        D::Fp32 => le(&|| {
-            c.fp32_contents
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        }),
-        D::Fp64 => le(&|| {
-            c.fp64_contents
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        }),
-        D::Fp16 | D::Bf16 | D::Bytes => Err(ContentsError(format!(
-            "{datatype} has no typed contents field here: send it in raw_input_contents"
-        ))),
-    }
+        })?,
+        D::Uint32 => le(&c.uint_contents, |v| v.to_le_bytes()),
+        D::Uint64 => le(&c.uint64_contents, |v| v.to_le_bytes()),
+        D::Fp32 => le(&c.fp32_contents, |v| v.to_le_bytes()),
+        D::Fp64 => le(&c.fp64_contents, |v| v.to_le_bytes()),
+        D::Fp16 | D::Bf16 | D::Bytes => {
+            return Err(ContentsError(format!(
+                "{datatype} has no typed contents field here: send it in raw_input_contents"
+            )))
+        }
+    })
 }
 
 /// The model-config enum for a v2 datatype (`FP32` -> `TYPE_FP32`; BYTES is `TYPE_STRING`).

@@ -169,6 +169,22 @@ async fn http_and_grpc_requests_share_a_forward_pass() {
     server.stop().await;
 }
 
+/// The load tester's arguments for `model` over gRPC at `url`, bounded to a minute, plus `extra`.
+fn grpc_load(url: &str, model: &str, extra: &[&str]) -> loadtest::Args {
+    let base = [
+        "loadtest",
+        "--url",
+        url,
+        "--model",
+        model,
+        "--duration",
+        "60s",
+        "--api",
+        "grpc",
+    ];
+    loadtest::Args::parse_from(base.iter().chain(extra))
+}
+
 /// The load tester over gRPC (`--api grpc`: raw contents, HTTP/2 streams sharing connections),
 /// closed loop, bounded by a request count; then a gRPC error is classed by its status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,21 +192,7 @@ async fn the_load_tester_drives_grpc_and_classes_its_errors() {
     let server = TestServer::demo().await;
     let url = format!("http://{}", server.grpc);
     let run = |model: &str| {
-        let args = loadtest::Args::parse_from([
-            "loadtest",
-            "--url",
-            &url,
-            "--model",
-            model,
-            "--concurrency",
-            "8",
-            "--requests",
-            "300",
-            "--duration",
-            "60s",
-            "--api",
-            "grpc",
-        ]);
+        let args = grpc_load(&url, model, &["--concurrency", "8", "--requests", "300"]);
         async move { loadtest::run(&args, std::future::pending()).await }
     };
     let report = run("digits").await.expect("load test");
@@ -213,19 +215,11 @@ async fn the_load_tester_drives_grpc_and_classes_its_errors() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../loadtest/scenarios/steady.toml"
     );
-    let args = loadtest::Args::parse_from([
-        "loadtest",
-        "--url",
+    let args = grpc_load(
         &url,
-        "--model",
         "digits",
-        "--scenario",
-        scenario,
-        "--requests",
-        "150",
-        "--api",
-        "grpc",
-    ])
+        &["--scenario", scenario, "--requests", "150"],
+    )
     .with_scenario()
     .unwrap();
     let report = loadtest::run(&args, std::future::pending()).await.unwrap();
@@ -245,21 +239,7 @@ async fn the_load_tester_drives_grpc_and_classes_its_errors() {
     config.default_timeout = Duration::from_nanos(1);
     let server = TestServer::start(config).await;
     let url = format!("http://{}", server.grpc);
-    let args = loadtest::Args::parse_from([
-        "loadtest",
-        "--url",
-        &url,
-        "--model",
-        "digits",
-        "--concurrency",
-        "2",
-        "--requests",
-        "20",
-        "--duration",
-        "60s",
-        "--api",
-        "grpc",
-    ]);
+    let args = grpc_load(&url, "digits", &["--concurrency", "2", "--requests", "20"]);
     let report = loadtest::run(&args, std::future::pending()).await.unwrap();
     assert_eq!(report.summary.ok, 0);
     assert_eq!(

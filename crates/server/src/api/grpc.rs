@@ -45,7 +45,8 @@ pub struct Inference {
     state: AppState,
 }
 
-fn version(v: &str) -> Option<&str> {
+/// Protobuf's "not given" for a string: empty.
+fn given(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
@@ -81,7 +82,7 @@ impl GrpcInferenceService for Inference {
         r: Request<pb::ModelReadyRequest>,
     ) -> Reply<pb::ModelReadyResponse> {
         let r = r.into_inner();
-        let ready = v2::is_ready(&self.state, &r.name, version(&r.version))?;
+        let ready = v2::is_ready(&self.state, &r.name, given(&r.version))?;
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -102,7 +103,7 @@ impl GrpcInferenceService for Inference {
         r: Request<pb::ModelMetadataRequest>,
     ) -> Reply<pb::ModelMetadataResponse> {
         let r = r.into_inner();
-        let m = v2::metadata(&self.state, &r.name, version(&r.version))?;
+        let m = v2::metadata(&self.state, &r.name, given(&r.version))?;
         Ok(Response::new(pb::ModelMetadataResponse {
             name: m.name,
             versions: m.versions,
@@ -120,7 +121,7 @@ impl GrpcInferenceService for Inference {
         let model = self
             .state
             .registry()
-            .lookup(&r.name, version(&r.version))
+            .lookup(&r.name, given(&r.version))
             .map_err(ApiError::from)?;
         let config = Some(config_message(&model.name, &model.config));
         Ok(Response::new(pb::ModelConfigResponse { config }))
@@ -163,14 +164,11 @@ impl GrpcInferenceService for Inference {
         &self,
         r: Request<pb::RepositoryIndexRequest>,
     ) -> Reply<pb::RepositoryIndexResponse> {
-        self.restricted(&r)?;
-        let ready_only = r.into_inner().ready;
-        let models = self
-            .state
-            .registry()
-            .index()
+        super::repository::restricted(&self.state, &r.metadata().clone().into_headers())?;
+        // gRPC's `ready` is a plain bool: false means every model, not the ones that are not ready.
+        let ready = r.into_inner().ready.then_some(true);
+        let models = super::repository::index_rows(&self.state, ready)
             .into_iter()
-            .filter(|row| !ready_only || row.state == "READY")
             .map(|row| pb::repository_index_response::ModelIndex {
                 name: row.name,
                 version: row.version.unwrap_or_default(),
@@ -185,11 +183,10 @@ impl GrpcInferenceService for Inference {
         &self,
         r: Request<pb::RepositoryModelLoadRequest>,
     ) -> Reply<pb::RepositoryModelLoadResponse> {
-        self.restricted(&r)?;
+        let headers = r.metadata().clone().into_headers();
         let r = r.into_inner();
-        no_overrides(&r.parameters)?;
-        let loaded = self.state.registry().load(&r.model_name).await;
-        loaded.map_err(ApiError::from)?;
+        self.change(&headers, &r.model_name, &r.parameters, true)
+            .await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -197,22 +194,32 @@ impl GrpcInferenceService for Inference {
         &self,
         r: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Reply<pb::RepositoryModelUnloadResponse> {
-        self.restricted(&r)?;
+        let headers = r.metadata().clone().into_headers();
         let r = r.into_inner();
-        no_overrides(&r.parameters)?;
-        let unloaded = self.state.registry().unload(&r.model_name).await;
-        unloaded.map_err(ApiError::from)?;
+        self.change(&headers, &r.model_name, &r.parameters, false)
+            .await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }
 
 impl Inference {
-    /// The repository calls' control key, in the same metadata key as HTTP's header.
-    fn restricted<T>(&self, r: &Request<T>) -> Result<(), ApiError> {
-        match &self.state.config().control_key {
-            Some(key) => Ok(key.check(&r.metadata().clone().into_headers())?),
-            None => Ok(()),
+    /// Load (or unload) a model as HTTP does: the control key (in the same metadata key as HTTP's
+    /// header), no overrides, then the registry.
+    async fn change(
+        &self,
+        headers: &axum::http::HeaderMap,
+        name: &str,
+        params: &HashMap<String, pb::ModelRepositoryParameter>,
+        load: bool,
+    ) -> Result<(), ApiError> {
+        super::repository::restricted(&self.state, headers)?;
+        no_overrides(params)?;
+        let registry = self.state.registry();
+        match load {
+            true => registry.load(name).await?,
+            false => registry.unload(name).await?,
         }
+        Ok(())
     }
 }
 
@@ -235,7 +242,7 @@ async fn infer(
 ) -> Result<pb::ModelInferResponse, ApiError> {
     let model = state
         .registry()
-        .lookup(&r.model_name, version(&r.model_version))?;
+        .lookup(&r.model_name, given(&r.model_version))?;
     observed(state, &model, Protocol::Grpc, async {
         let _permit = super::admit(state)?;
         let decoded = decode(&model, r)?;
@@ -374,7 +381,7 @@ fn decode(model: &Model, r: pb::ModelInferRequest) -> Result<Decoded, ApiError> 
         });
     }
     let request = BinaryRequest {
-        id: version(&r.id).map(str::to_string),
+        id: given(&r.id).map(str::to_string),
         outputs: r.outputs.iter().map(|o| o.name.as_str()).collect(),
         timeout: param_u64(&r.parameters, wire::TIMEOUT)?.map(Duration::from_micros),
         priority: param_u64(&r.parameters, wire::PRIORITY)?,

@@ -20,8 +20,8 @@ struct IndexRequest {
     ready: Option<bool>,
 }
 
-/// The control key, when one is configured.
-fn restricted(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The control key, when one is configured (HTTP headers, or gRPC metadata as headers).
+pub fn restricted(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match &state.config().control_key {
         Some(key) => Ok(key.check(headers)?),
         None => Ok(()),
@@ -40,17 +40,18 @@ pub async fn index(
     } else {
         serde_json::from_slice(&body).map_err(|e| protocol::CodecError::Malformed(e.to_string()))?
     };
-    let rows = state
+    Ok(Json(index_rows(&state, request.ready)))
+}
+
+/// The repository index (HTTP and gRPC), only the models that are (`Some(true)`) or are not
+/// (`Some(false)`) ready when asked.
+pub fn index_rows(state: &AppState, ready: Option<bool>) -> Vec<IndexRow> {
+    state
         .registry()
         .index()
         .into_iter()
-        .filter(|r| {
-            request
-                .ready
-                .is_none_or(|want| (r.state == "READY") == want)
-        })
-        .collect();
-    Ok(Json(rows))
+        .filter(|r| ready.is_none_or(|want| (r.state == "READY") == want))
+        .collect()
 }
 
 pub async fn load(
