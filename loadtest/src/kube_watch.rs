@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::LoadError;
 
 /// The HPA's status at one moment.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct HpaPoint {
     /// Seconds since the load started.
     pub t: f64,
@@ -37,7 +37,7 @@ pub struct HpaPoint {
 }
 
 /// The Deployment's replica counts at one moment.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct DeploymentPoint {
     pub t: f64,
     pub replicas: i32,
@@ -47,7 +47,7 @@ pub struct DeploymentPoint {
 }
 
 /// Everything the watch saw.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Timeline {
     /// `namespace/name` of the HPA.
     pub hpa: String,

@@ -13,9 +13,11 @@
 //! - [`kube_watch`]: `--watch-hpa`, the HPA and its Deployment on the same time axis.
 //! - [`live`]: the progress line while the load runs.
 //! - [`scrape`]: `--scrape-metrics`, the server's queue and batch sizes from its `/metrics`.
-//! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report;
+//! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report,
+//!   its charts drawn by [`chart`] (plotters' SVG backend, legends and hover added);
 //!   [`compare`]: `loadtest compare`, runs side by side from their JSON reports.
 
+pub mod chart;
 pub mod check;
 pub mod cli;
 pub mod compare;
@@ -88,6 +90,10 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         false => metadata(&client, args).await?,
     };
     let payload = payload::build(&meta, args.api, &mut payload::Rng::new(args.seed))?;
+    let server = match grpc {
+        true => grpc_server_version(args).await,
+        false => server_version(&client, args).await,
+    };
     let kube = match &args.watch_hpa {
         Some(_) => {
             Some(kube_watch::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?)
@@ -125,6 +131,7 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
     let collector = engine::run(args, target, slots, payload, start, stats, stop).await;
     view.finish();
     let mut report = Report::new(args, collector, start);
+    report.meta.server = server;
     report.kubernetes = watch.map(kube_watch::Watch::stop);
     report.server_metrics = scraper.map(|s| {
         let (points, errors) = s.stop();
@@ -170,6 +177,28 @@ async fn grpc_metadata(args: &Args) -> Result<protocol::ModelMetadata, LoadError
         .await
         .map_err(|s| error(format!("gRPC {:?}: {}", s.code(), s.message())))?;
     Ok(grpc::wire::metadata(reply.into_inner()))
+}
+
+/// `GET /v2`: the server's name and version for the report (None if it does not say).
+async fn server_version(client: &reqwest::Client, args: &Args) -> Option<String> {
+    let url = format!("{}/v2", args.url.trim_end_matches('/'));
+    let response = client.get(url).send().await.ok()?.error_for_status().ok()?;
+    let meta: protocol::ServerMetadata = response.json().await.ok()?;
+    Some(format!("{} {}", meta.name, meta.version))
+}
+
+/// gRPC `ServerMetadata`: the same for `--api grpc`.
+async fn grpc_server_version(args: &Args) -> Option<String> {
+    use grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+    let mut client = GrpcInferenceServiceClient::connect(args.url.clone())
+        .await
+        .ok()?;
+    let reply = client
+        .server_metadata(grpc::pb::ServerMetadataRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some(format!("{} {}", reply.name, reply.version))
 }
 
 /// `GET /v2/models/{model}`: what the payload is generated from.

@@ -12,6 +12,10 @@ fn compare() -> anyhow::Result<std::process::ExitCode> {
         .map_err(anyhow::Error::msg)
         .context("reading the reports")?;
     print!("{}", loadtest::compare::text(&runs));
+    if let Some(path) = &args.html {
+        let page = loadtest::compare::html(&runs).map_err(anyhow::Error::msg)?;
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 

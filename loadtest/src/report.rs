@@ -3,21 +3,21 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::Args;
 use crate::kube_watch::Timeline;
 use crate::scrape::ServerPoint;
-use crate::stats::{Collector, Percentiles, Second};
+use crate::stats::{spectrum, Collector, Percentiles, Second, SpectrumPoint};
 
 /// Latency percentiles, corrected (from the intended send time) and uncorrected (from the actual send).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Latency {
     pub corrected: Percentiles,
     pub uncorrected: Percentiles,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub url: String,
     pub model: String,
@@ -34,10 +34,16 @@ pub struct Summary {
     pub latency_ms: Latency,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub summary: Summary,
     pub series: Vec<Second>,
+    /// How the run was made (absent from reports written before it was added).
+    #[serde(default)]
+    pub meta: Meta,
+    /// The whole run's latency percentile spectrum, corrected and uncorrected.
+    #[serde(default)]
+    pub spectrum: Spectrum,
     /// `--watch-hpa`: the HPA and Deployment timelines, on the series' time axis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<Timeline>,
@@ -46,8 +52,39 @@ pub struct Report {
     pub server_metrics: Option<ServerMetrics>,
 }
 
+/// The run's metadata, for the report's header and for telling runs apart in `compare`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// The load tester's command line.
+    pub command: Vec<String>,
+    pub loadtest_version: String,
+    /// The server's name and version from its v2 server metadata (absent if it did not answer).
+    pub server: Option<String>,
+    pub api: String,
+    /// When the load started (HTTP date, UTC).
+    pub date: String,
+    pub thresholds: Vec<Threshold>,
+}
+
+/// One pass/fail threshold (`--max-p99`, `--max-error-rate`, `--min-rps`) and how the run did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Threshold {
+    pub flag: String,
+    pub limit: f64,
+    pub measured: f64,
+    /// What failed, in words; absent when the threshold passed.
+    pub failure: Option<String>,
+}
+
+/// Percentile spectra of the whole run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Spectrum {
+    pub corrected: Vec<SpectrumPoint>,
+    pub uncorrected: Vec<SpectrumPoint>,
+}
+
 /// What `--scrape-metrics` read from the server.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerMetrics {
     pub points: Vec<ServerPoint>,
     /// Failed scrapes, each distinct error once.
@@ -66,13 +103,18 @@ impl Report {
             write(path, json)?;
         }
         if let Some(path) = &args.html {
-            write(path, crate::html::render(self).into_bytes())?;
+            write(path, crate::html::render(self)?.into_bytes())?;
         }
         Ok(())
     }
 
     pub fn new(args: &Args, mut c: Collector, start: tokio::time::Instant) -> Report {
         let (corrected, uncorrected) = c.finish();
+        let spectrum = Spectrum {
+            corrected: spectrum(&c.corrected),
+            uncorrected: spectrum(&c.uncorrected),
+        };
+        let started = std::time::SystemTime::now() - start.elapsed();
         let ok = c.classes.get("ok").copied().unwrap_or(0);
         let requests: u64 = c.classes.values().sum();
         let errors: BTreeMap<String, u64> = c
@@ -99,7 +141,7 @@ impl Report {
             ),
             (None, None, c) => format!("closed loop, {} clients", c.unwrap_or(1)),
         };
-        Report {
+        let mut report = Report {
             summary: Summary {
                 url: args.url.clone(),
                 model: args.model.clone(),
@@ -122,9 +164,20 @@ impl Report {
                 },
             },
             series: c.series,
+            meta: Meta {
+                command: std::env::args().collect(),
+                loadtest_version: env!("CARGO_PKG_VERSION").into(),
+                server: None,
+                api: format!("{:?}", args.api).to_lowercase(),
+                date: httpdate::fmt_http_date(started),
+                thresholds: Vec::new(),
+            },
+            spectrum,
             kubernetes: None,
             server_metrics: None,
-        }
+        };
+        report.meta.thresholds = report.thresholds(args);
+        report
     }
 
     pub fn text(&self) -> String {
@@ -170,34 +223,50 @@ impl Report {
 
     /// The thresholds that failed, in words (empty: pass).
     pub fn check(&self, args: &Args) -> Vec<String> {
+        self.thresholds(args)
+            .into_iter()
+            .filter_map(|t| t.failure)
+            .collect()
+    }
+
+    /// Each threshold the flags set, with the measured value and, if it failed, why.
+    pub fn thresholds(&self, args: &Args) -> Vec<Threshold> {
         let s = &self.summary;
-        let mut failed = Vec::new();
+        let mut out = Vec::new();
+        let mut add = |flag: &str, limit: f64, measured: f64, failed: bool, why: String| {
+            out.push(Threshold {
+                flag: flag.into(),
+                limit,
+                measured,
+                failure: failed.then_some(why),
+            })
+        };
         if let Some(max) = args.max_p99 {
-            let max_ms = max.as_secs_f64() * 1e3;
-            if s.latency_ms.corrected.p99 > max_ms {
-                failed.push(format!(
-                    "p99 latency {:.2} ms is above --max-p99 {max_ms} ms",
-                    s.latency_ms.corrected.p99
-                ));
-            }
+            let (max_ms, p99) = (max.as_secs_f64() * 1e3, s.latency_ms.corrected.p99);
+            let why = format!("p99 latency {p99:.2} ms is above --max-p99 {max_ms} ms");
+            add("--max-p99 (ms)", max_ms, p99, p99 > max_ms, why);
         }
         if let Some(max) = args.max_error_rate {
-            if s.error_rate > max {
-                failed.push(format!(
-                    "error rate {:.4} is above --max-error-rate {max}",
-                    s.error_rate
-                ));
-            }
+            let why = format!(
+                "error rate {:.4} is above --max-error-rate {max}",
+                s.error_rate
+            );
+            add(
+                "--max-error-rate",
+                max,
+                s.error_rate,
+                s.error_rate > max,
+                why,
+            );
         }
         if let Some(min) = args.min_rps {
-            if s.achieved_rps < min {
-                failed.push(format!(
-                    "achieved {:.1} req/s is below --min-rps {min}",
-                    s.achieved_rps
-                ));
-            }
+            let why = format!(
+                "achieved {:.1} req/s is below --min-rps {min}",
+                s.achieved_rps
+            );
+            add("--min-rps", min, s.achieved_rps, s.achieved_rps < min, why);
         }
-        failed
+        out
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 /// One scrape, compared with the one before it.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct ServerPoint {
     /// Seconds since the load started.
     pub t: f64,

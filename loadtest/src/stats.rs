@@ -77,7 +77,7 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 }
 
 /// One second of the run.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Second {
     /// Seconds since the start.
     pub t: u64,
@@ -90,8 +90,19 @@ pub struct Second {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
+    /// The same percentiles uncorrected (from the actual send), for the latency chart.
+    #[serde(default)]
+    pub p50_uncorrected: f64,
+    #[serde(default)]
+    pub p90_uncorrected: f64,
+    #[serde(default)]
+    pub p99_uncorrected: f64,
+    /// The errors of this second by class (`status_503`, `timeout`, ...), for the errors chart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_class: BTreeMap<String, u64>,
     /// The load tester's own resident memory when the second closed (MiB; 0 where unknown):
     /// evidence that its memory stays bounded at any rate.
+    #[serde(default)]
     pub client_rss_mib: f64,
 }
 
@@ -120,6 +131,7 @@ pub struct Collector {
     pub corrected: Histogram<u64>,
     pub uncorrected: Histogram<u64>,
     current: Histogram<u64>,
+    current_uncorrected: Histogram<u64>,
     current_t: u64,
     pub series: Vec<Second>,
     pub classes: BTreeMap<String, u64>,
@@ -140,6 +152,7 @@ impl Collector {
             corrected: histogram(3),
             uncorrected: histogram(3),
             current: histogram(2),
+            current_uncorrected: histogram(2),
             current_t: 0,
             series: Vec::new(),
             classes: BTreeMap::new(),
@@ -162,12 +175,19 @@ impl Collector {
 
     fn close_current(&mut self) {
         let p = percentiles(&self.current);
+        let u = percentiles(&self.current_uncorrected);
         let t = self.current_t;
         let row = self.second(t);
         (row.p50, row.p90, row.p99) = (p.p50, p.p90, p.p99);
+        (
+            row.p50_uncorrected,
+            row.p90_uncorrected,
+            row.p99_uncorrected,
+        ) = (u.p50, u.p90, u.p99);
         row.client_rss_mib = rss_mib();
         let last = row.clone();
         self.current.reset();
+        self.current_uncorrected.reset();
         let requests = self.classes.values().sum::<u64>();
         let errors = requests - self.classes.get("ok").copied().unwrap_or(0);
         *self.live.lock().unwrap() = LiveStats {
@@ -191,11 +211,15 @@ impl Collector {
         self.last_done = self.last_done.max(o.done);
         if o.class == Class::Ok {
             self.second(done_t).achieved += 1;
+            let uncorrected = us(o.done - o.sent);
             self.corrected.saturating_record(corrected);
-            self.uncorrected.saturating_record(us(o.done - o.sent));
+            self.uncorrected.saturating_record(uncorrected);
             self.current.saturating_record(corrected);
+            self.current_uncorrected.saturating_record(uncorrected);
         } else {
-            self.second(done_t).errors += 1;
+            let row = self.second(done_t);
+            row.errors += 1;
+            *row.errors_by_class.entry(o.class.label()).or_default() += 1;
         }
     }
 
@@ -204,6 +228,34 @@ impl Collector {
         self.close_current();
         (percentiles(&self.corrected), percentiles(&self.uncorrected))
     }
+}
+
+/// One point of the percentile spectrum: the percentile (e.g. 99.9) and the latency there (ms).
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct SpectrumPoint {
+    pub percentile: f64,
+    pub ms: f64,
+}
+
+/// The percentile spectrum as HdrHistogram's `outputPercentileDistribution` walks it: five steps
+/// per halving of the distance to 100 %, so the tail gets as many points as the body. The last
+/// step (100 %, "1 in infinity") is left out; the maximum is in the summary.
+pub fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    let mut out: Vec<SpectrumPoint> = Vec::new();
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        if q >= 1.0 {
+            break;
+        }
+        let point = SpectrumPoint {
+            percentile: 100.0 * q,
+            ms: h.highest_equivalent(v.value_iterated_to()) as f64 / 1e3,
+        };
+        if out.last().is_none_or(|p| p.percentile < point.percentile) {
+            out.push(point);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -250,6 +302,27 @@ mod tests {
         assert_eq!(c.series[0].achieved, 98);
         assert_eq!(c.series[1].achieved, 1);
         assert_eq!(c.series[0].errors, 1, "the 429 came back at 0.992 s");
+        assert_eq!(c.series[0].errors_by_class["status_429"], 1);
         assert_eq!(c.series[1].errors, 0);
+        assert!(c.series[1].p99 >= 500.0 && c.series[1].p99_uncorrected < 2.0);
+    }
+
+    #[test]
+    fn the_spectrum_rises_to_the_tail() {
+        let mut h = histogram(3);
+        for us in 1..=10_000u64 {
+            h.record(us).unwrap();
+        }
+        let s = spectrum(&h);
+        assert!(s.len() > 40, "{}", s.len());
+        assert!(s
+            .windows(2)
+            .all(|w| w[0].percentile < w[1].percentile && w[0].ms <= w[1].ms));
+        let at = |p: f64| s.iter().find(|x| x.percentile >= p).unwrap().ms;
+        assert!((at(50.0) - 5.0).abs() < 0.1, "{s:?}");
+        assert!(
+            at(99.9) > 9.9 && s.last().unwrap().percentile > 99.9,
+            "{s:?}"
+        );
     }
 }

@@ -176,18 +176,52 @@ async fn scripted_scaling_3_7_10_lands_in_every_report() {
     );
     assert!(text.contains("ready 10/10"), "{text}");
 
-    // HTML: the replicas and CPU charts and the timeline table with each step.
-    let html = loadtest::html::render(&report);
-    assert!(html.contains(r#"aria-label="replicas""#));
-    assert!(html.contains("CPU utilisation"));
+    // HTML: the timeline table with each step, and, as a browser lays it out, the headline chart
+    // first, with the load and the replicas stepping 3 -> 7 -> 10 on one time axis.
+    let html = loadtest::html::render(&report).unwrap();
     for (current, desired) in [(3, 3), (3, 7), (7, 7), (7, 10), (10, 10)] {
         let row = format!("<td>HPA</td><td>{current}</td><td>{desired}</td>");
         assert!(html.contains(&row), "missing {row}");
     }
-    assert!(
-        !html.contains("<script") && !html.contains("src="),
-        "self-contained"
-    );
+    for fetch in ["src=", "href=", "url(", "@import", "fetch("] {
+        assert!(!html.contains(fetch), "self-contained: {fetch}");
+    }
+    let page = dir.join("report.html");
+    std::fs::write(&page, &html).unwrap();
+    if let Some(chromium) = browser_check::required() {
+        let seen = chromium.inspect(&page, 1300).unwrap();
+        let charts = seen["charts"].as_array().unwrap();
+        assert_eq!(charts[0]["id"], "headline", "{seen}");
+        let texts = browser_check::assert_readable(&charts[0]);
+        for axis in [
+            "seconds since the load started",
+            "requests per second",
+            "replicas (pods)",
+            "CPU (% of request)",
+            "3 → 7",
+            "7 → 10",
+        ] {
+            assert!(texts.iter().any(|t| t == axis), "{axis} in {texts:?}");
+        }
+        assert_eq!(charts[0]["series"].as_array().unwrap().len(), 7, "{seen}");
+        let current = browser_check::series(&charts[0], "replicas current");
+        assert_eq!(
+            (current["min"].as_f64(), current["max"].as_f64()),
+            (Some(3.0), Some(10.0))
+        );
+        assert_eq!(current["distinct"], 3, "{current}");
+        let cpu = browser_check::series(&charts[0], "CPU utilisation");
+        assert_eq!(cpu["max"].as_f64(), Some(160.0), "{cpu}");
+        let offered = browser_check::series(&charts[0], "offered");
+        assert!(offered["max"].as_f64() >= Some(90.0), "{offered}");
+        for chart in charts {
+            browser_check::assert_readable(chart);
+        }
+        // For a person to look at; under target/, never in the repository.
+        let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hpa-report.png");
+        chromium.screenshot(&page, &png, 1300, 2600).unwrap();
+        println!("screenshot: {}", png.display());
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -205,7 +205,9 @@ async fn scrape_metrics_reports_the_servers_view() {
         assert!((50.0..200.0).contains(&p.executions_per_s), "{m:?}");
     }
     assert!(report.text().contains("mean batch 1.0"));
-    assert!(loadtest::html::render(&report).contains("server (/metrics)"));
+    assert!(loadtest::html::render(&report)
+        .unwrap()
+        .contains("Server (/metrics): pending requests"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,10 +99,9 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
             &url,
             "--model",
             "digits",
-            "--rate",
-            "20",
-            "--duration",
-            "150s",
+            // A ramp to 40 req/s, then steady: the report's first chart shows it.
+            "--stages",
+            "30s:40,120s:40",
         ])
         .args(["--watch-hpa", "torchship-server", "--namespace", NS])
         .args([
@@ -204,11 +203,29 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
         replicas.iter().any(|d| d["replicas"].as_i64() > Some(3)),
         "{replicas:?}"
     );
-    let page = std::fs::read_to_string(&html).unwrap();
-    assert!(
-        page.contains("<svg") && page.contains("replicas"),
-        "the HTML report draws the replicas"
-    );
+    // The report as a person opens it: its first chart shows the load ramp and the replicas
+    // stepping up from 3 on one time axis, every chart readable (browser_check::assert_readable).
+    if let Some(chromium) = browser_check::required() {
+        let seen = chromium.inspect(&html, 1300).unwrap();
+        let charts = seen["charts"].as_array().unwrap();
+        assert_eq!(charts[0]["id"], "headline", "{seen}");
+        for chart in charts {
+            browser_check::assert_readable(chart);
+        }
+        let offered = browser_check::series(&charts[0], "offered");
+        assert!(
+            offered["first"].as_f64() < Some(10.0) && offered["max"].as_f64() > Some(30.0),
+            "the ramp: {offered}"
+        );
+        let current = browser_check::series(&charts[0], "replicas current");
+        assert_eq!(current["min"].as_f64(), Some(3.0), "{current}");
+        assert!(current["max"].as_f64() > Some(3.0), "stepped up: {current}");
+        let cpu = browser_check::series(&charts[0], "CPU utilisation");
+        assert!(cpu["max"].as_f64() > Some(70.0), "above the target: {cpu}");
+        let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("real-hpa-report.png");
+        chromium.screenshot(&html, &png, 1300, 2600).unwrap();
+        eprintln!("hpa: report screenshot {}", png.display());
+    }
     std::fs::remove_dir_all(&out).ok();
     env.deployer(NS, &["delete"]).expect_code(0, "delete");
 }
