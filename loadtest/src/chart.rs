@@ -88,6 +88,14 @@ pub struct TimeChart {
 /// Where plotters put one series' points: (pixel x, pixel y, x value, y value).
 type Placed = (String, Vec<(i32, i32, f64, f64)>);
 
+/// Text for HTML (the page's and the charts' titles and names).
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 fn colour(c: (u8, u8, u8)) -> RGBColor {
     RGBColor(c.0, c.1, c.2)
 }
@@ -368,7 +376,7 @@ fn figure(
             legend,
             r#"<li><span class="swatch{dash}" style="border-color:{}"></span>{}</li>"#,
             hex(s.colour),
-            crate::html::escape(&s.name)
+            escape(&s.name)
         );
     }
     let data = serde_json::json!({
@@ -381,7 +389,7 @@ fn figure(
     let data = data.to_string().replace("</", "<\\/");
     format!(
         r#"<figure class="chart" id="{id}"><figcaption>{}</figcaption><div class="body"><div class="plot">{svg}<div class="tip" hidden></div></div><ul class="legend">{legend}</ul></div><script type="application/json" class="chart-data">{data}</script></figure>"#,
-        crate::html::escape(title)
+        escape(title)
     )
 }
 

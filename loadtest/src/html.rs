@@ -17,12 +17,7 @@ use crate::kube_watch::Timeline;
 use crate::report::Report;
 use crate::stats::Second;
 
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+pub use crate::chart::escape;
 
 /// One run on a page: its letter in a comparison ("" alone) and its report.
 pub struct Run<'a> {
@@ -431,7 +426,8 @@ for (const fig of document.querySelectorAll('figure.chart')) {
     for (const s of data.series) {
       let near = null;
       for (const p of s.points) if (!near || Math.abs(p[0] - at.x) < Math.abs(near[0] - at.x)) near = p;
-      if (!near || Math.abs(near[0] - at.x) >= 30) continue;
+      const [first, last] = [s.points[0], s.points[s.points.length - 1]];
+      if (!near || at.x < first[0] - 30 || at.x > last[0] + 30) continue;
       if (xv === null) xv = near[2];
       rows.push(`${s.name}: ${fmt(near[3])} ${s.unit}`);
     }

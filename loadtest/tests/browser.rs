@@ -12,14 +12,7 @@ use std::time::Duration;
 use common::{args, server};
 use serde_json::Value;
 
-fn ids(seen: &Value) -> Vec<String> {
-    seen["charts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect()
-}
+const ORDER: [&str; 5] = ["headline", "latency", "errors", "server", "spectrum"];
 
 fn names(chart: &Value) -> Vec<String> {
     chart["series"]
@@ -77,15 +70,14 @@ async fn reports_and_their_comparison_render_readable_charts() {
     };
 
     // One run: the load ramp first, then latency, errors, the server's view and the spectrum.
-    let seen = chromium.inspect(&dir.join("a.html"), 1300).unwrap();
-    assert_eq!(
-        ids(&seen),
-        ["headline", "latency", "errors", "server", "spectrum"]
+    let (charts, hover) = chromium.readable_charts(&dir.join("a.html"), 1300);
+    assert_eq!(browser_check::ids(&charts), ORDER);
+    assert!(
+        hover.starts_with("t = ") && hover.contains("\noffered: ") && hover.contains(" req/s"),
+        "hover: {hover:?}"
     );
-    let charts = seen["charts"].as_array().unwrap();
-    for chart in charts {
-        browser_check::assert_readable(chart);
-    }
+    // A laptop's narrower window: the legend moves under the plot, still readable.
+    chromium.readable_charts(&dir.join("a.html"), 800);
     let headline = &charts[0];
     assert_eq!(names(headline), ["offered", "achieved"], "no HPA watched");
     let offered = browser_check::series(headline, "offered");
@@ -113,15 +105,8 @@ async fn reports_and_their_comparison_render_readable_charts() {
     }
 
     // The comparison: each chart carries both runs, B's stall at the top of its spectrum.
-    let seen = chromium.inspect(&compared, 1300).unwrap();
-    assert_eq!(
-        ids(&seen),
-        ["headline", "latency", "errors", "server", "spectrum"]
-    );
-    let charts = seen["charts"].as_array().unwrap();
-    for chart in charts {
-        browser_check::assert_readable(chart);
-    }
+    let (charts, _) = chromium.readable_charts(&compared, 1300);
+    assert_eq!(browser_check::ids(&charts), ORDER);
     assert_eq!(
         names(&charts[0]),
         ["A offered", "A achieved", "B offered", "B achieved"]

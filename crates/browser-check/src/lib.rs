@@ -2,7 +2,8 @@
 //! (`file://`, a 1300 px wide window), a script of the test's own is run after the page's, and
 //! what the browser laid out comes back as JSON: per chart, the SVG's rendered size, the text
 //! (tick labels, axis descriptions) it drew with a non-empty box, the legend's entries and
-//! whether the legend overlaps the plot, and per series the points and how much of it was drawn.
+//! whether the legend overlaps the plot, and per series the points and how much of it was drawn;
+//! and the tooltip the first chart shows with the pointer over its middle.
 //!
 //! Chromium runs with --headless --no-sandbox, no background networking, and a profile, home and
 //! cache of its own in a scratch folder; it is killed (by its pid) if it has not finished in a
@@ -40,6 +41,14 @@ const INSPECT: &str = r#"<script>(() => {
       legend_overlaps_plot: !(legend.left >= plot.right || legend.top >= plot.bottom ||
         legend.right <= plot.left || legend.bottom <= plot.top),
       texts, series });
+  }
+  // Hover: the pointer over the middle of the first chart.
+  const first = document.querySelector('figure.chart');
+  if (first) {
+    const svg = first.querySelector('svg'), b = box(svg), tip = first.querySelector('.tip');
+    svg.dispatchEvent(new MouseEvent('mousemove',
+      { clientX: b.left + b.width / 2, clientY: b.top + b.height / 3, bubbles: true }));
+    out.hover = tip.hidden ? null : tip.textContent;
   }
   const pre = document.createElement('pre');
   pre.id = 'inspected';
@@ -106,6 +115,25 @@ impl Chromium {
             .replace("&quot;", "\"")
             .replace("&amp;", "&");
         serde_json::from_str(&json).map_err(|e| format!("read-back: {e}: {json}"))
+    }
+
+    /// [`Chromium::inspect`], then every chart through [`assert_readable`]; returns the charts
+    /// (in page order) and the hover tooltip's text.
+    pub fn readable_charts(&self, page: &Path, width: u32) -> (Vec<Value>, String) {
+        let seen = self
+            .inspect(page, width)
+            .unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        let charts = seen["charts"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !charts.is_empty(),
+            "no charts in {}: {seen}",
+            page.display()
+        );
+        for chart in &charts {
+            assert_readable(chart);
+        }
+        let hover = seen["hover"].as_str().unwrap_or_default().to_string();
+        (charts, hover)
     }
 
     /// A PNG of the page, `width` x `height` px, for a person to look at.
@@ -240,6 +268,14 @@ pub fn assert_readable(chart: &Value) -> Vec<String> {
         "{id}: tick labels on both axes: {texts:?}"
     );
     texts
+}
+
+/// The charts' ids in page order.
+pub fn ids(charts: &[Value]) -> Vec<&str> {
+    charts
+        .iter()
+        .map(|c| c["id"].as_str().unwrap_or("?"))
+        .collect()
 }
 
 /// The chart's series read-back by name.
