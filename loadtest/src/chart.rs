@@ -9,7 +9,8 @@
 
 use std::fmt::Write as _;
 
-use plotters::chart::DualCoordChartContext;
+use plotters::chart::{DualCoordChartContext, MeshStyle};
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -86,7 +87,7 @@ pub struct TimeChart {
 }
 
 /// Where plotters put one series' points: (pixel x, pixel y, x value, y value).
-type Placed = (String, Vec<(i32, i32, f64, f64)>);
+type Placed = Vec<(i32, i32, f64, f64)>;
 
 /// Text for HTML (the page's and the charts' titles and names).
 pub fn escape(s: &str) -> String {
@@ -192,17 +193,26 @@ fn draw_panel(
     p.series.iter().map(|s| line(&mut chart, s)).collect()
 }
 
+/// Every chart's axes look alike: label sizes, value ticks, gridline greys.
+fn look<X, Y, XT, YT>(mesh: &mut MeshStyle<'_, '_, X, Y, SVGBackend<'_>>)
+where
+    X: Ranged<ValueType = XT> + ValueFormatter<XT>,
+    Y: Ranged<ValueType = YT> + ValueFormatter<YT>,
+{
+    mesh.y_labels(7)
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .bold_line_style(RGBColor(222, 222, 222))
+        .light_line_style(RGBColor(244, 244, 244));
+}
+
 /// Ticks, gridlines and axis descriptions of a time panel.
 fn axes(chart: &mut Dual, p: &Panel, x_desc: Option<&str>) -> Result<(), String> {
     let fmt = |v: &f64| tick(*v);
     let mut mesh = chart.configure_mesh();
+    look(&mut mesh);
     mesh.y_desc(p.y_desc.as_str())
         .x_labels(14)
-        .y_labels(7)
-        .label_style((FONT, 13))
-        .axis_desc_style((FONT, 14))
-        .bold_line_style(RGBColor(222, 222, 222))
-        .light_line_style(RGBColor(244, 244, 244))
         .x_label_formatter(&fmt)
         .y_label_formatter(&fmt);
     if let Some(d) = x_desc {
@@ -253,10 +263,22 @@ fn line(chart: &mut Dual, s: &Series) -> Result<Placed, String> {
         Side::Right => chart.borrow_secondary().backend_coord(&(x, y)),
     };
     let points = s.points.iter().map(|p| (at(p).0, at(p).1, p.0, p.1));
-    Ok((s.name.clone(), points.collect()))
+    Ok(points.collect())
 }
 
 impl TimeChart {
+    /// A chart of one panel without marks.
+    pub fn single(id: &'static str, title: &str, t_end: f64, upper: Panel) -> TimeChart {
+        TimeChart {
+            id,
+            title: title.into(),
+            t_end,
+            upper,
+            lower: None,
+            marks: Vec::new(),
+        }
+    }
+
     /// The chart as an HTML figure: the SVG, its legend and its hover data.
     pub fn html(&self) -> Result<String, String> {
         let t_end = self.t_end.max(1.0);
@@ -317,15 +339,10 @@ pub fn spectrum(id: &'static str, title: &str, series: &[Series]) -> Result<Stri
             .map_err(err)?;
         let x_fmt = |x: &f64| percent_label(*x);
         let y_fmt = |v: &f64| tick(*v);
-        chart
-            .configure_mesh()
-            .x_desc("percentile (log scale: 1 in N requests is slower)")
+        let mut mesh = chart.configure_mesh();
+        look(&mut mesh);
+        mesh.x_desc("percentile (log scale: 1 in N requests is slower)")
             .y_desc("latency (ms)")
-            .y_labels(7)
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .bold_line_style(RGBColor(222, 222, 222))
-            .light_line_style(RGBColor(244, 244, 244))
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
             .draw()
@@ -345,7 +362,7 @@ pub fn spectrum(id: &'static str, title: &str, series: &[Series]) -> Result<Stri
                 let c = chart.backend_coord(x);
                 (c.0, c.1, p.0, p.1)
             });
-            placed.push((s.name.clone(), at.collect()));
+            placed.push(at.collect());
         }
         root.present().map_err(err)?;
     }
@@ -381,7 +398,7 @@ fn figure(
     }
     let data = serde_json::json!({
         "x_unit": x_unit,
-        "series": series.iter().zip(placed).map(|(s, (_, pts))| serde_json::json!({
+        "series": series.iter().zip(placed).map(|(s, pts)| serde_json::json!({
             "name": s.name, "unit": s.unit, "colour": hex(s.colour), "points": pts,
         })).collect::<Vec<_>>(),
     });

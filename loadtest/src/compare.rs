@@ -106,18 +106,27 @@ pub fn text(runs: &[Run]) -> String {
         let _ = write!(out, "{:>8}", format!("{}/A", letter(i)));
     }
     out.push('\n');
-    for (label, value) in rows() {
-        let values: Vec<f64> = runs.iter().map(|r| value(&r.report.summary)).collect();
+    for (label, values, ratios) in table(runs) {
         let _ = write!(out, "{label:<26}");
         for v in &values {
             let _ = write!(out, "{v:>12.2}");
         }
-        for v in &values[1..] {
-            let _ = write!(out, "{:>8}", ratio(values[0], *v));
+        for r in &ratios {
+            let _ = write!(out, "{r:>8}");
         }
         out.push('\n');
     }
     out
+}
+
+/// Each measure's label, its value in every run, and each later run's ratio to A.
+fn table(runs: &[Run]) -> Vec<(String, Vec<f64>, Vec<String>)> {
+    let measures = rows().into_iter().map(|(label, value)| {
+        let values: Vec<f64> = runs.iter().map(|r| value(&r.report.summary)).collect();
+        let ratios = values[1..].iter().map(|v| ratio(values[0], *v)).collect();
+        (label, values, ratios)
+    });
+    measures.collect()
 }
 
 /// The run's letter: A, B, ...
@@ -152,21 +161,20 @@ pub fn html(runs: &[Run]) -> Result<String, String> {
         let _ = write!(head, "<th>{}/A</th>", letter(i));
     }
     head.push_str("</tr>");
-    let mut table = String::new();
-    for (label, value) in rows() {
-        let values: Vec<f64> = runs.iter().map(|r| value(&r.report.summary)).collect();
-        let _ = write!(table, "<tr><th>{}</th>", escape(&label));
+    let mut cells = String::new();
+    for (label, values, ratios) in table(runs) {
+        let _ = write!(cells, "<tr><th>{}</th>", escape(&label));
         for v in &values {
-            let _ = write!(table, "<td>{v:.2}</td>");
+            let _ = write!(cells, "<td>{v:.2}</td>");
         }
-        for v in &values[1..] {
-            let _ = write!(table, "<td>{}</td>", ratio(values[0], *v));
+        for r in &ratios {
+            let _ = write!(cells, "<td>{r}</td>");
         }
-        table.push_str("</tr>");
+        cells.push_str("</tr>");
     }
     let body = format!(
         r#"<h1>Load test comparison: {n} runs</h1>
-<table id="differences">{head}{table}</table>
+<table id="differences">{head}{cells}</table>
 {charts}
 <h2>Runs</h2>{meta}"#,
         n = runs.len(),

@@ -207,18 +207,17 @@ fn latency(runs: &[Run]) -> Result<String, String> {
             );
         }
     }
-    TimeChart {
-        id: "latency",
-        title: "Latency percentiles per second (corrected: from the intended send time)".into(),
-        t_end: t_end(runs),
-        upper: Panel {
-            y_desc: "latency (ms)".into(),
-            y2_desc: None,
-            series,
-        },
-        lower: None,
-        marks: Vec::new(),
-    }
+    let panel = Panel {
+        y_desc: "latency (ms)".into(),
+        y2_desc: None,
+        series,
+    };
+    TimeChart::single(
+        "latency",
+        "Latency percentiles per second (corrected: from the intended send time)",
+        t_end(runs),
+        panel,
+    )
     .html()
 }
 
@@ -244,19 +243,12 @@ fn errors(runs: &[Run]) -> Result<String, String> {
             );
         }
     }
-    TimeChart {
-        id: "errors",
-        title: "Errors per second by class".into(),
-        t_end: t_end(runs),
-        upper: Panel {
-            y_desc: "errors per second".into(),
-            y2_desc: None,
-            series,
-        },
-        lower: None,
-        marks: Vec::new(),
-    }
-    .html()
+    let panel = Panel {
+        y_desc: "errors per second".into(),
+        y2_desc: None,
+        series,
+    };
+    TimeChart::single("errors", "Errors per second by class", t_end(runs), panel).html()
 }
 
 /// `--scrape-metrics`: the server's queue (left) and mean batch size (right).
@@ -286,18 +278,17 @@ fn server(runs: &[Run]) -> Result<String, String> {
     if series.is_empty() {
         return Ok(String::new());
     }
-    TimeChart {
-        id: "server",
-        title: "Server (/metrics): pending requests and mean batch size".into(),
-        t_end: t_end(runs),
-        upper: Panel {
-            y_desc: "pending requests".into(),
-            y2_desc: Some("mean batch size (rows)".into()),
-            series,
-        },
-        lower: None,
-        marks: Vec::new(),
-    }
+    let panel = Panel {
+        y_desc: "pending requests".into(),
+        y2_desc: Some("mean batch size (rows)".into()),
+        series,
+    };
+    TimeChart::single(
+        "server",
+        "Server (/metrics): pending requests and mean batch size",
+        t_end(runs),
+        panel,
+    )
     .html()
 }
 

@@ -85,15 +85,14 @@ pub async fn run(args: &Args, stop: impl Future<Output = ()>) -> Result<Report, 
         .build()
         .map_err(|e| LoadError::Client(e.to_string()))?;
     let grpc = args.api == cli::Api::Grpc;
-    let meta = match grpc {
+    let (meta, server) = match grpc {
         true => grpc_metadata(args).await?,
-        false => metadata(&client, args).await?,
+        false => (
+            metadata(&client, args).await?,
+            server_version(&client, args).await,
+        ),
     };
     let payload = payload::build(&meta, args.api, &mut payload::Rng::new(args.seed))?;
-    let server = match grpc {
-        true => grpc_server_version(args).await,
-        false => server_version(&client, args).await,
-    };
     let kube = match &args.watch_hpa {
         Some(_) => {
             Some(kube_watch::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?)
@@ -157,8 +156,11 @@ fn check_mode(args: &Args) -> Result<(), LoadError> {
     }
 }
 
-/// gRPC `ModelMetadata`: what the payload is generated from, for `--api grpc`.
-async fn grpc_metadata(args: &Args) -> Result<protocol::ModelMetadata, LoadError> {
+/// gRPC `ModelMetadata` (what the payload is generated from, for `--api grpc`) and, on the same
+/// connection, `ServerMetadata`'s name and version for the report (None if it does not say).
+async fn grpc_metadata(
+    args: &Args,
+) -> Result<(protocol::ModelMetadata, Option<String>), LoadError> {
     use grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
     let error = |reason: String| LoadError::Metadata {
         model: args.model.clone(),
@@ -176,7 +178,13 @@ async fn grpc_metadata(args: &Args) -> Result<protocol::ModelMetadata, LoadError
         .model_metadata(request)
         .await
         .map_err(|s| error(format!("gRPC {:?}: {}", s.code(), s.message())))?;
-    Ok(grpc::wire::metadata(reply.into_inner()))
+    let server = client
+        .server_metadata(grpc::pb::ServerMetadataRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+        .map(|m| format!("{} {}", m.name, m.version));
+    Ok((grpc::wire::metadata(reply.into_inner()), server))
 }
 
 /// `GET /v2`: the server's name and version for the report (None if it does not say).
@@ -185,20 +193,6 @@ async fn server_version(client: &reqwest::Client, args: &Args) -> Option<String>
     let response = client.get(url).send().await.ok()?.error_for_status().ok()?;
     let meta: protocol::ServerMetadata = response.json().await.ok()?;
     Some(format!("{} {}", meta.name, meta.version))
-}
-
-/// gRPC `ServerMetadata`: the same for `--api grpc`.
-async fn grpc_server_version(args: &Args) -> Option<String> {
-    use grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
-    let mut client = GrpcInferenceServiceClient::connect(args.url.clone())
-        .await
-        .ok()?;
-    let reply = client
-        .server_metadata(grpc::pb::ServerMetadataRequest {})
-        .await
-        .ok()?
-        .into_inner();
-    Some(format!("{} {}", reply.name, reply.version))
 }
 
 /// `GET /v2/models/{model}`: what the payload is generated from.
