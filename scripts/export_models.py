@@ -7,6 +7,13 @@ models/digits/heldout.json the held-out split (inputs, labels) and the accuracy 
                            measure accuracy through the server.
 models/mlp/1/model.pt      a compute-heavy benchmark model, Linear(1024,4096)-ReLU-Linear(4096,4096)-ReLU-
                            Linear(4096,1000), FP32, input [-1, 1024], output [-1, 1000].
+models/digits-aoti/1/model.pt2, models/mlp-aoti/1/model.pt2
+                           the same modules (same weights) through torch.export and AOTInductor
+                           (platform "pytorch_aoti"): CPU packages with a dynamic batch dimension
+                           1..max_batch_size of their config.toml. Compiling needs a C++ compiler
+                           (g++) and takes ~20 s per model; the kernels target this machine's CPU
+                           (-march=native) unless TORCHINDUCTOR_CPP_MARCH / ATEN_CPU_CAPABILITY say
+                           otherwise (the container image builds for x86-64-v3 / AVX2).
 
 The model configs (models/*/config.toml) are hand-written and committed; this script only makes weights.
 Everything is seeded and trained on one CPU thread, so the output is the same on every run.
@@ -15,11 +22,37 @@ Everything is seeded and trained on one CPU thread, so the output is the same on
 import argparse
 import json
 import os
+import time
 
 import torch
 from torch import nn
 
 SEED = 0
+FORMATS = ("torchscript", "aoti")
+
+
+def max_batch_size(out: str, name: str) -> int:
+    """The AOTI package's batch bound is its committed config.toml's max_batch_size."""
+    with open(f"{out}/{name}/config.toml") as f:
+        for line in f:
+            if line.startswith("max_batch_size"):
+                return int(line.split("=")[1])
+    raise SystemExit(f"{out}/{name}/config.toml has no max_batch_size")
+
+
+def export_aoti(module: nn.Module, width: int, out: str, name: str) -> None:
+    """torch.export with a dynamic batch dimension, then AOTInductor, into <name>/1/model.pt2.
+
+    backed_size_oblivious: without it torch.export specialises sizes 0 and 1, and the package's
+    own input check (the server turns it on) refuses a batch of 1 even for Dim(min=1)."""
+    started = time.monotonic()
+    batch = torch.export.Dim("batch", min=1, max=max_batch_size(out, name))
+    example = (torch.zeros(2, width),)
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        exported = torch.export.export(module, example, dynamic_shapes=({0: batch},))
+        os.makedirs(f"{out}/{name}/1", exist_ok=True)
+        torch._inductor.aoti_compile_and_package(exported, package_path=f"{out}/{name}/1/model.pt2")
+    print(f"{name}: AOTInductor package compiled in {time.monotonic() - started:.0f} s")
 
 
 class Digits(nn.Module):
@@ -33,7 +66,7 @@ class Digits(nn.Module):
         return self.net(pixels / 16.0)
 
 
-def export_digits(out: str) -> None:
+def export_digits(out: str, formats) -> None:
     # Imported here so that `--models mlp` needs torch alone (the GPU check's machine has no sklearn).
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -56,8 +89,11 @@ def export_digits(out: str) -> None:
     with torch.no_grad():
         pred = model(torch.tensor(x_test, dtype=torch.float32)).argmax(dim=1)
     accuracy = float((pred == torch.tensor(y_test)).float().mean())
-    os.makedirs(f"{out}/digits/1", exist_ok=True)
-    torch.jit.script(model).save(f"{out}/digits/1/model.pt")
+    if "torchscript" in formats:
+        os.makedirs(f"{out}/digits/1", exist_ok=True)
+        torch.jit.script(model).save(f"{out}/digits/1/model.pt")
+    if "aoti" in formats:
+        export_aoti(model, 64, out, "digits-aoti")
     with open(f"{out}/digits/heldout.json", "w") as f:
         json.dump(
             {
@@ -71,13 +107,16 @@ def export_digits(out: str) -> None:
     print(f"digits: held-out accuracy {accuracy:.4f} on {len(y_test)} rows (loss {loss.item():.4f})")
 
 
-def export_mlp(out: str) -> None:
+def export_mlp(out: str, formats) -> None:
     torch.manual_seed(SEED)
     model = nn.Sequential(
         nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000)
     ).eval()
-    os.makedirs(f"{out}/mlp/1", exist_ok=True)
-    torch.jit.script(model).save(f"{out}/mlp/1/model.pt")
+    if "torchscript" in formats:
+        os.makedirs(f"{out}/mlp/1", exist_ok=True)
+        torch.jit.script(model).save(f"{out}/mlp/1/model.pt")
+    if "aoti" in formats:
+        export_aoti(model, 1024, out, "mlp-aoti")
     params = sum(p.numel() for p in model.parameters())
     print(f"mlp: {params / 1e6:.1f}M parameters")
 
@@ -86,12 +125,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="models", help="model repository folder")
     parser.add_argument("--models", default="digits,mlp", help="which models, comma-separated")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help="torchscript (model.pt), aoti (<name>-aoti/1/model.pt2), comma-separated")
     args = parser.parse_args()
+    formats = args.formats.split(",")
+    if unknown := set(formats) - set(FORMATS):
+        parser.error(f"unknown format(s) {sorted(unknown)}; known: {', '.join(FORMATS)}")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     exporters = {"digits": export_digits, "mlp": export_mlp}
     for name in args.models.split(","):
-        exporters[name](args.out)
+        exporters[name](args.out, formats)
 
 
 if __name__ == "__main__":

@@ -255,7 +255,7 @@ def main():
     shutil.copytree(os.path.join(STAGE, "models"), models)
     shutil.copytree(os.path.join(ROOT, "models", "mlp"), os.path.join(models, "mlp"),
                     ignore=shutil.ignore_patterns("[0-9]*"))
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "export_models.py"), "--models", "mlp",
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "export_models.py"), "--models", "mlp", "--formats", "torchscript",
                     "--out", models], check=True)
 
     log("correctness:")

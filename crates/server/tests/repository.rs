@@ -137,14 +137,7 @@ async fn version_policies_choose_what_serves() {
     std::fs::write(&config_path, format!("version_policy = \"all\"\n{base}")).unwrap();
     let server = TestServer::start(ServerConfig::for_repository(&dir)).await;
     let http = Client::new();
-    let meta: Value = http
-        .get(server.url("/v2/models/multi"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = common::get_json(&http, server.url("/v2/models/multi")).await;
     assert_eq!(meta["versions"], json!(["1", "2"]));
     for (path, version) in [
         ("/v2/models/multi/versions/1/infer", "1"),
@@ -162,14 +155,7 @@ async fn version_policies_choose_what_serves() {
     )
     .unwrap();
     let server = TestServer::start(ServerConfig::for_repository(&dir)).await;
-    let meta: Value = http
-        .get(server.url("/v2/models/multi"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = common::get_json(&http, server.url("/v2/models/multi")).await;
     assert_eq!(meta["versions"], json!(["1"]));
     let r = infer_multi(&http, &server, "/v2/models/multi/versions/2/infer").await;
     assert_eq!(r.status(), 404);

@@ -11,11 +11,16 @@
 //!   exchange: first a trivial endpoint of the same server (`POST /v2/repository/index`, no model
 //!   involved: HTTP on loopback and the server's router), then one-row inference of MODEL; prints
 //!   both medians in µs.
-//! - `baseline`: loads both demo models with libtorch and warms them once; prints its RSS in MiB.
+//! - `baseline`: loads the demo models with libtorch and warms them once; prints its RSS in MiB.
+//!
+//! A model's platform comes from its config.toml: TorchScript ceilings call the `CModule`, AOTI
+//! ceilings the package through the server's own bridge (`server::runtime::aoti::Package`, the
+//! same call the forward thread makes, without the server around it).
 
 use std::path::PathBuf;
 
 use clap::Parser;
+use server::repository::config::Platform;
 use std::time::Instant;
 
 pub fn models_dir() -> PathBuf {
@@ -28,11 +33,41 @@ pub fn row(width: usize) -> Vec<f32> {
         .collect()
 }
 
-fn module(name: &str) -> tch::CModule {
-    let mut m = tch::CModule::load(models_dir().join(name).join("1/model.pt"))
-        .expect("the demo models: run scripts/setup.sh");
-    m.set_eval();
-    m
+/// A demo model loaded in-process: one forward pass over a batch.
+enum Module {
+    TorchScript(tch::CModule),
+    Aoti(server::runtime::aoti::Package),
+}
+
+impl Module {
+    fn load(name: &str) -> Module {
+        let missing = "the demo models: run scripts/setup.sh";
+        let dir = models_dir().join(name);
+        match config(name).platform {
+            Platform::TorchScript => {
+                let mut m = tch::CModule::load(dir.join("1/model.pt")).expect(missing);
+                m.set_eval();
+                Module::TorchScript(m)
+            }
+            Platform::Aoti => Module::Aoti(
+                server::runtime::aoti::Package::load(&dir.join("1/model.pt2"), tch::Device::Cpu)
+                    .expect(missing),
+            ),
+        }
+    }
+
+    fn forward(&self, x: &tch::Tensor) {
+        match self {
+            Module::TorchScript(m) => drop(m.forward_ts(&[x]).expect("forward")),
+            Module::Aoti(p) => drop(p.run(std::slice::from_ref(x)).expect("forward")),
+        }
+    }
+}
+
+fn config(model: &str) -> server::repository::ModelConfig {
+    let path = models_dir().join(model).join("config.toml");
+    let text = std::fs::read_to_string(&path).expect("the demo model's config.toml");
+    server::repository::ModelConfig::parse(&text).expect("config")
 }
 
 /// Runs the mode named by `args` (without the program name); `false` if there is none.
@@ -53,12 +88,11 @@ pub fn run(args: &[String]) -> bool {
         ["floor", url, model, seconds] => floor(url, model, parse(seconds)),
         ["baseline"] => {
             let _g = tch::no_grad_guard();
-            let _kept: Vec<tch::CModule> = [("mlp", 1024), ("digits", 64)]
+            let _kept: Vec<Module> = super::MODELS
                 .iter()
-                .map(|&(name, width)| {
-                    let m = module(name);
-                    let x = tch::Tensor::from_slice(&row(width)).reshape([1, width as i64]);
-                    let _ = m.forward_ts(&[&x]).expect("forward");
+                .map(|&(name, width, _)| {
+                    let m = Module::load(name);
+                    m.forward(&tch::Tensor::from_slice(&row(width)).reshape([1, width as i64]));
                     m
                 })
                 .collect();
@@ -92,12 +126,7 @@ fn server_config() -> server::ServerConfig {
 /// The intra-op threads the server's forward thread for `model` runs with: the model's own
 /// `intra_op_threads`, or the server's.
 fn server_threads(model: &str) -> usize {
-    let path = models_dir().join(model).join("config.toml");
-    let text = std::fs::read_to_string(&path).expect("the demo model's config.toml");
-    match server::repository::ModelConfig::parse(&text)
-        .expect("config")
-        .intra_op_threads
-    {
+    match config(model).intra_op_threads {
         0 => server_config().intra_op(),
         n => n,
     }
@@ -106,16 +135,16 @@ fn server_threads(model: &str) -> usize {
 /// libtorch alone: rows/s at `batch` over about `seconds`, with the server's threads for `model`.
 fn ceiling(model: &str, width: usize, batch: usize, seconds: f64) -> f64 {
     tch::set_num_threads(server_threads(model) as i32);
-    let m = module(model);
+    let m = Module::load(model);
     let _g = tch::no_grad_guard();
     let x =
         tch::Tensor::from_slice(&row(width).repeat(batch)).reshape([batch as i64, width as i64]);
     for _ in 0..3 {
-        let _ = m.forward_ts(&[&x]).expect("forward");
+        m.forward(&x);
     }
     let (start, mut runs) = (Instant::now(), 0usize);
     while start.elapsed().as_secs_f64() < seconds {
-        let _ = m.forward_ts(&[&x]).expect("forward");
+        m.forward(&x);
         runs += 1;
     }
     (runs * batch) as f64 / start.elapsed().as_secs_f64()

@@ -12,8 +12,12 @@
 //!   could fill (concurrency, up to the model's max_batch_size) and at the batch the server was
 //!   seen to run (mean of `torchship_batch_size` over the point). The ratio uses the average of the
 //!   two readings; their spread is printed, because this VM's speed drifts.
-//! - then the server's RSS: idle with both models loaded, and its peak under the load, against a
-//!   child that only loads and warms the two models (`baseline`).
+//! - then the server's RSS: idle with the demo models loaded, and its peak under the load, against
+//!   a child that only loads and warms the same models (`baseline`).
+//!
+//! The models are TorchScript's mlp and digits and their AOTInductor twins mlp-aoti and
+//! digits-aoti (same weights), so one run compares the two platforms, each against its own
+//! ceiling.
 //!
 //! `BENCH_SECONDS` (default 5) sets the length of each point; `BENCH_MODELS=mlp`,
 //! `BENCH_CONCURRENCY=1,32` and `BENCH_BATCHING=on` pick points; `BENCH_INTRA_OP`, `BENCH_WORKERS`
@@ -27,7 +31,13 @@ use std::time::Duration;
 
 use children::{peak_rss_mib, rss_mib};
 
-const MODELS: [(&str, usize, usize); 2] = [("mlp", 1024, 128), ("digits", 64, 64)];
+/// Name, input width, max_batch_size: each TorchScript model and its AOTInductor twin.
+const MODELS: [(&str, usize, usize); 4] = [
+    ("mlp", 1024, 128),
+    ("mlp-aoti", 1024, 128),
+    ("digits", 64, 64),
+    ("digits-aoti", 64, 64),
+];
 const CONCURRENCY: [usize; 4] = [1, 8, 32, 64];
 
 fn exe() -> std::path::PathBuf {
@@ -276,6 +286,6 @@ fn main() {
     }
     let baseline: f64 = child(&["baseline".to_string()]).parse().unwrap_or(0.0);
     if let Some((idle, peak)) = memory {
-        println!("\nmemory (MiB): libtorch with both models loaded and warmed {baseline:.1}; server idle {idle:.1} ({:.2}x); server peak under the load above {peak:.1}", idle / baseline.max(1e-9));
+        println!("\nmemory (MiB): libtorch with the four models loaded and warmed {baseline:.1}; server idle {idle:.1} ({:.2}x); server peak under the load above {peak:.1}", idle / baseline.max(1e-9));
     }
 }

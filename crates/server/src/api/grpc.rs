@@ -292,7 +292,7 @@ fn config_message(name: &str, config: &ModelConfig) -> pb::ModelConfig {
     let b = &config.batching;
     pb::ModelConfig {
         name: name.to_string(),
-        platform: config.platform.clone(),
+        platform: config.platform.name().into(),
         backend: "pytorch".into(),
         max_batch_size: i32::try_from(config.max_batch_size).unwrap_or(i32::MAX),
         input: config

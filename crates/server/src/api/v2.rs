@@ -15,7 +15,7 @@ use super::read_body;
 use crate::error::ApiError;
 use crate::metrics::Protocol;
 use crate::registry::RegistryError;
-use crate::repository::{config::PLATFORM, ModelConfig, TensorSpec};
+use crate::repository::{ModelConfig, TensorSpec};
 use crate::state::AppState;
 
 /// Extensions this server really implements.
@@ -70,7 +70,7 @@ pub fn metadata(
     Ok(ModelMetadata {
         name: model.name.clone(),
         versions,
-        platform: PLATFORM.into(),
+        platform: model.config.platform.name().into(),
         inputs: tensors(&model.config.inputs),
         outputs: tensors(&model.config.outputs),
     })

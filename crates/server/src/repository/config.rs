@@ -5,8 +5,36 @@ use serde::{Deserialize, Serialize};
 
 pub use protocol::TensorSpec;
 
-/// The only platform this server runs.
-pub const PLATFORM: &str = "pytorch_torchscript";
+/// What a model version's file is, and so which runtime serves it.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum Platform {
+    /// `model.pt`: a TorchScript module (`torch.jit.script`/`trace` + `save`).
+    #[default]
+    #[serde(rename = "pytorch_torchscript")]
+    TorchScript,
+    /// `model.pt2`: an AOTInductor package (`torch.export` +
+    /// `torch._inductor.aoti_compile_and_package`).
+    #[serde(rename = "pytorch_aoti")]
+    Aoti,
+}
+
+impl Platform {
+    /// The name config.toml and the metadata endpoints use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::TorchScript => "pytorch_torchscript",
+            Platform::Aoti => "pytorch_aoti",
+        }
+    }
+
+    /// The file inside each version folder.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Platform::TorchScript => "model.pt",
+            Platform::Aoti => "model.pt2",
+        }
+    }
+}
 
 /// Queueing and dynamic batching settings.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -158,8 +186,8 @@ pub const MAX_INTRA_OP_THREADS: usize = 1024;
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    #[serde(default = "default_platform")]
-    pub platform: String,
+    #[serde(default)]
+    pub platform: Platform,
     /// Most rows one request may carry; 0 means the model takes no batch dimension.
     #[serde(default)]
     pub max_batch_size: usize,
@@ -183,10 +211,6 @@ pub struct ModelConfig {
     pub warmup: WarmupConfig,
 }
 
-fn default_platform() -> String {
-    PLATFORM.to_string()
-}
-
 impl ModelConfig {
     /// What the codec checks requests against.
     pub fn signature(&self) -> Signature<'_> {
@@ -206,12 +230,6 @@ impl ModelConfig {
 
     /// Checks the fields against each other (also after command-line overrides).
     pub fn check(&self) -> Result<(), String> {
-        if self.platform != PLATFORM {
-            return Err(format!(
-                "platform '{}' is not supported (only '{PLATFORM}')",
-                self.platform
-            ));
-        }
         if self.inputs.is_empty() || self.outputs.is_empty() {
             return Err("a model needs at least one input and one output".into());
         }
@@ -335,7 +353,7 @@ mod tests {
     #[test]
     fn parses_a_good_config_with_defaults() {
         let c = ModelConfig::parse(GOOD).unwrap();
-        assert_eq!(c.platform, PLATFORM);
+        assert_eq!(c.platform, Platform::TorchScript);
         assert_eq!(c.max_batch_size, 8);
         assert_eq!(c.inputs[0].datatype, protocol::Datatype::Fp32);
         assert_eq!(c.batching, BatchingConfig::default());
@@ -418,7 +436,10 @@ mod tests {
                 ),
                 "no libtorch tensor kind",
             ),
-            (format!("platform = \"onnx\"\n{GOOD}"), "platform 'onnx'"),
+            (
+                format!("platform = \"onnx\"\n{GOOD}"),
+                "unknown variant `onnx`, expected `pytorch_torchscript` or `pytorch_aoti`",
+            ),
             (format!("colour = 1\n{GOOD}"), "unknown field `colour`"),
             ("max_batch_size = 1".to_string(), "missing field `inputs`"),
             (

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! models/<name>/config.toml
-//! models/<name>/<version>/model.pt     (numeric versions; the highest one serves)
+//! models/<name>/<version>/model.pt     (TorchScript; numeric versions, the highest one serves)
+//! models/<name>/<version>/model.pt2    (an AOTInductor package, with platform = "pytorch_aoti")
 //! ```
 //!
 //! Scanning never stops at one broken model: each failure is kept with its reason (naming the file), so
@@ -131,7 +132,9 @@ pub fn read_model(repo: &Path, name: &str) -> Result<ModelSource, String> {
         .into_iter()
         .map(|version| VersionSource {
             version,
-            model_path: dir.join(version.to_string()).join("model.pt"),
+            model_path: dir
+                .join(version.to_string())
+                .join(config.platform.file_name()),
         })
         .collect();
     Ok(ModelSource {

@@ -1,10 +1,13 @@
 //! The libtorch side. Each model version has a [`batcher`] task that owns its bounded queue and forms
 //! batches, and `instance_count` dedicated OS threads (never tokio workers), each owning a copy of the
-//! `CModule`, that run them; callers wait on a oneshot reply. Threads load and warm up their module in
-//! the background and the version turns ready only when all have, so a slow load never blocks the HTTP
-//! server or its liveness.
+//! model (a TorchScript `CModule` or an [`aoti`] package, behind one `module::Module`), that run
+//! them; callers wait on a oneshot reply. Threads load and warm up their module in the background
+//! and the version turns ready only when all have, so a slow load never blocks the HTTP server or
+//! its liveness.
 
+pub mod aoti;
 pub mod batcher;
+mod module;
 pub mod tensor;
 mod worker;
 

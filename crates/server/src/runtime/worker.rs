@@ -8,14 +8,15 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tch::{CModule, Device, IValue, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 use tokio::sync::watch;
 
 use super::batcher::{Backend, Batch, Pending};
+use super::module::{first_line, Module};
 use super::tensor::{self, batch_tensor, split_rows};
 use super::{ModelState, RuntimeError, TensorData};
 use crate::metrics::ModelMetrics;
-use crate::repository::config::WarmupData;
+use crate::repository::config::{Platform, WarmupData};
 use crate::repository::ModelConfig;
 
 /// What every instance thread of one model version shares.
@@ -85,7 +86,7 @@ pub(super) fn run(shared: Arc<Shared>, instance: usize) {
     tracing::debug!(model = %shared.name, version = shared.version, instance, "forward thread exits");
 }
 
-fn serve(shared: &Shared, module: &CModule, mut batch: Batch) {
+fn serve(shared: &Shared, module: &Module, mut batch: Batch) {
     let m = &shared.metrics;
     let now = tokio::time::Instant::now();
     let mut live: Vec<Pending> = Vec::with_capacity(batch.requests.len());
@@ -139,7 +140,7 @@ fn serve(shared: &Shared, module: &CModule, mut batch: Batch) {
 }
 
 /// Runs `f`, turning a panic inside tch/libtorch into an error so the thread keeps serving.
-fn guarded<T>(f: impl FnOnce() -> Result<T, RuntimeError>) -> Result<T, RuntimeError> {
+pub(super) fn guarded<T>(f: impl FnOnce() -> Result<T, RuntimeError>) -> Result<T, RuntimeError> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
         let msg = p
             .downcast_ref::<String>()
@@ -150,49 +151,131 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, RuntimeError>) -> Result<T, RuntimeE
     })
 }
 
-fn load_and_warm_up(shared: &Shared) -> Result<CModule, String> {
+fn load_and_warm_up(shared: &Shared) -> Result<Module, String> {
     let path = shared.model_path.display();
     if !shared.model_path.is_file() {
         return Err(format!("{path}: file not found"));
     }
-    let mut module = guarded(|| Ok(CModule::load_on_device(&shared.model_path, shared.device)?))
-        .map_err(|e| format!("{path}: cannot load TorchScript: {}", first_line(&e)))?;
-    module.set_eval();
-    // tch's tensor constructors panic on error; `guarded` turns that into a load failure.
-    let warm = guarded(|| Ok(warmup_inputs(&shared.config)))
-        .map_err(|e| format!("{path}: building warm-up inputs failed: {}", first_line(&e)))?;
+    let module = Module::load(&shared.config, &shared.model_path, shared.device)
+        .map_err(|e| format!("{path}: {e}"))?;
+    if shared.config.platform == Platform::Aoti {
+        probe_batches(shared, &module).map_err(|e| format!("{path}: {e}"))?;
+    }
+    let rows = shared.config.warmup.batch_size;
     for _ in 0..shared.config.warmup.runs {
-        guarded(|| {
-            let args = warm
-                .iter()
-                .map(|t| tensor::to_torch(t, shared.device).map(IValue::Tensor))
-                .collect::<Result<Vec<_>, _>>()?;
-            run_module(shared, &module, args)
-        })
-        .map_err(|e| format!("{path}: warm-up failed: {}", first_line(&e)))?;
+        run_rows(shared, &module, rows)
+            .map_err(|e| format!("{path}: warm-up failed: {}", first_line(&e.to_string())))?;
     }
     Ok(module)
 }
 
-fn first_line(e: &RuntimeError) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_string()
+/// One forward pass over generated inputs with `rows` in the batch dimension.
+fn run_rows(shared: &Shared, module: &Module, rows: usize) -> Result<(), RuntimeError> {
+    // tch's tensor constructors panic on error; `guarded` turns that into an error.
+    let inputs = guarded(|| Ok(warmup_inputs(&shared.config, rows)))?;
+    guarded(|| {
+        let args = inputs
+            .iter()
+            .map(|t| tensor::to_torch(t, shared.device))
+            .collect::<Result<Vec<_>, _>>()?;
+        run_module(shared, module, args)
+    })
+    .map(drop)
 }
 
-/// One batch per the `[warmup]` config; `-1` dimensions become the warm-up batch size.
-fn warmup_inputs(config: &ModelConfig) -> Vec<TensorData> {
-    let rows = config.warmup.batch_size as u64;
+/// An AOTInductor package is compiled for shapes: a static batch dimension takes one size only, a
+/// dynamic one has bounds. So the batch sizes the batcher can form, 1 and `max_batch_size`, are
+/// run once each at load (with AOTInductor's input checks on), and a package that cannot take
+/// them is refused here rather than failing requests later. A batch of 2 tells a static dimension
+/// from too low an upper bound.
+fn probe_batches(shared: &Shared, module: &Module) -> Result<(), String> {
+    let max = shared.config.max_batch_size;
+    let first = if max == 0 {
+        shared.config.warmup.batch_size
+    } else {
+        1
+    };
+    // Only libtorch's errors are the package refusing a shape; an output that disagrees with
+    // config.toml says so itself.
+    let refused = |rows| match run_rows(shared, module, rows) {
+        Ok(()) => Ok(None),
+        Err(RuntimeError::Torch(e)) => Ok(Some(first_line(&e))),
+        Err(other) => Err(first_line(&other.to_string())),
+    };
+    if let Some(e) = refused(first)? {
+        let hint = if e.contains("too small at 0") {
+            "its batch dimension's lower bound is above 1: torch.export makes it 2 even for \
+             Dim(min=1) unless the export runs under \
+             torch.fx.experimental._config.patch(backed_size_oblivious=True)"
+        } else {
+            "its inputs' datatypes or shapes differ from config.toml, or its batch dimension is \
+             static at another size"
+        };
+        return Err(format!(
+            "the package refuses the inputs config.toml declares ({}): {e}; {hint}",
+            shapes(&shared.config, first)
+        ));
+    }
+    if max <= 1 {
+        return Ok(());
+    }
+    let Some(e) = refused(max)? else {
+        return Ok(());
+    };
+    let dim = format!("torch.export.Dim(\"batch\", min=1, max={max})");
+    if refused(2)?.is_some() {
+        return Err(format!(
+            "the package's batch dimension is static (it takes a batch of 1 only) but \
+             max_batch_size is {max}: export it with a dynamic batch dimension ({dim} in \
+             dynamic_shapes) or set max_batch_size = 0 ({e})"
+        ));
+    }
+    Err(format!(
+        "the package takes batches of 1 and 2 but not of max_batch_size = {max} ({e}): export \
+         it with {dim} or lower max_batch_size"
+    ))
+}
+
+/// `FP32 [1, 64], INT64 [1, 3]`: what a probe sent.
+fn shapes(config: &ModelConfig, rows: usize) -> String {
+    warmup_inputs_shapes(config, rows)
+        .into_iter()
+        .map(|(d, s)| format!("{d} {s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each input's datatype and shape for a generated batch: the batch dimension `rows`, other `-1`
+/// dimensions the warm-up batch size.
+fn warmup_inputs_shapes(config: &ModelConfig, rows: usize) -> Vec<(protocol::Datatype, Vec<u64>)> {
+    let free = config.warmup.batch_size as u64;
     config
         .inputs
         .iter()
         .map(|spec| {
-            let shape: Vec<u64> = spec
+            let shape = spec
                 .shape
                 .iter()
-                .map(|&d| if d < 0 { rows } else { d as u64 })
+                .enumerate()
+                .map(|(i, &d)| match d {
+                    _ if i == 0 && config.max_batch_size > 0 => rows as u64,
+                    d if d < 0 => free,
+                    d => d as u64,
+                })
                 .collect();
+            (spec.datatype, shape)
+        })
+        .collect()
+}
+
+/// One batch of generated inputs per the `[warmup]` config's data, `rows` rows.
+fn warmup_inputs(config: &ModelConfig, rows: usize) -> Vec<TensorData> {
+    warmup_inputs_shapes(config, rows)
+        .into_iter()
+        .map(|(datatype, shape)| {
             let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
             let n = protocol::element_count(&shape).unwrap_or(0);
-            let kind = super::tensor::kind_of(spec.datatype).unwrap_or(Kind::Float);
+            let kind = super::tensor::kind_of(datatype).unwrap_or(Kind::Float);
             let t = match config.warmup.data {
                 WarmupData::Zeros => Tensor::zeros(dims, (kind, Device::Cpu)),
                 WarmupData::Random => {
@@ -207,10 +290,10 @@ fn warmup_inputs(config: &ModelConfig) -> Vec<TensorData> {
                     }
                 }
             };
-            let mut bytes = vec![0u8; n * spec.datatype.size().unwrap_or(0)];
+            let mut bytes = vec![0u8; n * datatype.size().unwrap_or(0)];
             t.copy_data_u8(&mut bytes, n);
             TensorData {
-                datatype: spec.datatype,
+                datatype,
                 shape,
                 bytes: bytes.into(),
             }
@@ -224,14 +307,14 @@ type Phases = [f64; 3];
 /// One forward pass over the requests of a batch, timed by phase.
 fn forward(
     shared: &Shared,
-    module: &CModule,
+    module: &Module,
     requests: &[Pending],
 ) -> Result<(Vec<TensorData>, Phases), RuntimeError> {
     let t0 = Instant::now();
     let args = (0..shared.config.inputs.len())
         .map(|j| {
             let parts: Vec<&TensorData> = requests.iter().map(|p| &p.inputs[j]).collect();
-            batch_tensor(&parts, shared.device).map(IValue::Tensor)
+            batch_tensor(&parts, shared.device)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let t1 = Instant::now();
@@ -247,8 +330,8 @@ fn forward(
 
 fn run_module(
     shared: &Shared,
-    module: &CModule,
-    args: Vec<IValue>,
+    module: &Module,
+    args: Vec<Tensor>,
 ) -> Result<Vec<TensorData>, RuntimeError> {
     run_module_timed(shared, module, args).map(|(outputs, _)| outputs)
 }
@@ -257,12 +340,11 @@ fn run_module(
 /// the seconds spent copying outputs back.
 fn run_module_timed(
     shared: &Shared,
-    module: &CModule,
-    args: Vec<IValue>,
+    module: &Module,
+    args: Vec<Tensor>,
 ) -> Result<(Vec<TensorData>, f64), RuntimeError> {
     let _no_grad = tch::no_grad_guard();
-    let out = module.forward_is(&args)?;
-    let tensors = flatten(out)?;
+    let tensors = module.forward(args)?;
     let config = &shared.config;
     if tensors.len() != config.outputs.len() {
         return Err(RuntimeError::OutputMismatch(format!(
@@ -293,24 +375,4 @@ fn run_module_timed(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((outputs, t.elapsed().as_secs_f64()))
-}
-
-/// A module may return one tensor, or a tuple/list of them (multi-output models).
-fn flatten(out: IValue) -> Result<Vec<Tensor>, RuntimeError> {
-    match out {
-        IValue::Tensor(t) => Ok(vec![t]),
-        IValue::TensorList(ts) => Ok(ts),
-        IValue::Tuple(items) | IValue::GenericList(items) => items
-            .into_iter()
-            .map(|iv| match iv {
-                IValue::Tensor(t) => Ok(t),
-                _ => Err(RuntimeError::OutputMismatch(
-                    "the model returned a non-tensor element".into(),
-                )),
-            })
-            .collect(),
-        _ => Err(RuntimeError::OutputMismatch(
-            "the model returned neither a tensor nor a tuple of tensors".into(),
-        )),
-    }
 }

@@ -105,6 +105,14 @@ pub async fn post_json<T: serde::de::DeserializeOwned>(
         .unwrap()
 }
 
+/// GETs `url` and decodes the JSON answer (panics on any failure: tests only).
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> T {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The server's `/metrics` text.
 pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
     http.get(format!("{base}/metrics"))
