@@ -63,6 +63,9 @@ pub enum ApiError {
     /// Triton treat both as "nothing served here").
     #[error("no such endpoint: {0}")]
     NoSuchEndpoint(String),
+    /// A `Content-Encoding` other than gzip and deflate (the decompression layer's 415).
+    #[error("Content-Encoding not supported: send the body as it is, gzip or deflate (Accept-Encoding lists them)")]
+    UnsupportedEncoding,
     /// The router refused the request before a handler ran (e.g. a path parameter that is not
     /// valid UTF-8 once percent-decoded); the router's own reason.
     #[error("{0}")]
@@ -87,6 +90,7 @@ impl ApiError {
             },
             ApiError::BadRequest(s()),
             ApiError::NoSuchEndpoint(s()),
+            ApiError::UnsupportedEncoding,
             ControlKeyError::Missing(s()).into(),
             ControlKeyError::Rejected(s()).into(),
             RuntimeError::QueueFull(1).into(),
@@ -118,6 +122,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NoSuchEndpoint(_) => "model_not_found",
+            ApiError::UnsupportedEncoding => "unsupported_encoding",
         }
     }
 
@@ -140,6 +145,7 @@ impl ApiError {
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Runtime(e) => runtime_status(e),
         }
     }
@@ -167,7 +173,9 @@ impl ApiError {
     /// pairs them.
     pub fn grpc_code(&self) -> tonic::Code {
         match self.status() {
-            StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                tonic::Code::InvalidArgument
+            }
             StatusCode::NOT_FOUND => tonic::Code::NotFound,
             StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
             StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
@@ -289,6 +297,7 @@ mod tests {
                 RegistryError::LoadFailed(_) => 24,
             },
             ApiError::NoSuchEndpoint(_) => 25,
+            ApiError::UnsupportedEncoding => 26,
         }
     }
 
@@ -296,9 +305,9 @@ mod tests {
     fn one_of_each_covers_every_variant() {
         let mut seen: Vec<usize> = ApiError::one_of_each().iter().map(variant).collect();
         seen.sort();
-        assert_eq!(seen, (0..=25).collect::<Vec<_>>());
+        assert_eq!(seen, (0..=26).collect::<Vec<_>>());
         let kinds = outcomes();
-        assert_eq!(kinds.len(), 23, "success and 22 distinct kinds: {kinds:?}");
+        assert_eq!(kinds.len(), 24, "success and 23 distinct kinds: {kinds:?}");
     }
 
     /// The README's error table lists exactly these kinds, each with its status code.

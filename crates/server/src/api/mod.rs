@@ -27,6 +27,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::BytesMut;
 use http_body_util::BodyExt;
+use tower_http::compression::{predicate::SizeAbove, CompressionLayer};
+use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 
 use crate::error::ApiError;
@@ -82,13 +84,24 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        // Outside the body timeout, so the deadline and the size limit (`read_body`) count the
+        // inflated bytes: a small compressed body that inflates past the limit is a 413 read in
+        // bounded memory, like any other.
+        .layer(RequestDecompressionLayer::new().gzip(true).deflate(true))
         .layer(axum::middleware::from_fn(json_rejections))
+        // Outside json_rejections, which reads the router's plain-text answers before this
+        // compresses anything.
+        .layer(CompressionLayer::new().compress_when(SizeAbove::new(COMPRESS_ABOVE)))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
         ))
         .with_state(state)
 }
+
+/// Responses smaller than this are sent as they are even when the client accepts gzip or deflate:
+/// below about a kilobyte compressing costs more time than the bytes it saves on a network.
+const COMPRESS_ABOVE: u16 = 1024;
 
 /// Only `GET /metrics`, for `--metrics-port`.
 pub fn metrics_router(state: AppState) -> Router {
@@ -115,7 +128,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// The router's own answers (an empty 405 for a known path with another method, a plain-text
-/// 400 for a path parameter it cannot decode) as the same `{"error", "error_type"}` JSON as every
+/// 400 for a path parameter it cannot decode, the decompression layer's empty 415 for a
+/// Content-Encoding other than gzip and deflate) as the same `{"error", "error_type"}` JSON as every
 /// other error, `Allow` kept; inside `observe`, so they are counted like the rest.
 async fn json_rejections(
     request: axum::extract::Request,
@@ -129,8 +143,21 @@ async fn json_rejections(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json || !(status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::BAD_REQUEST) {
+    let ours = [
+        StatusCode::METHOD_NOT_ALLOWED,
+        StatusCode::BAD_REQUEST,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    ];
+    if is_json || !ours.contains(&status) {
         return response;
+    }
+    if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        // The decompression layer's answer; it lists what it takes in Accept-Encoding.
+        let accepted = response.headers().get(header::ACCEPT_ENCODING).cloned();
+        let mut json = ApiError::UnsupportedEncoding.into_response();
+        json.headers_mut()
+            .extend(accepted.map(|v| (header::ACCEPT_ENCODING, v)));
+        return json;
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         // axum's method router sets `Allow` on the answer after this layer has run.
