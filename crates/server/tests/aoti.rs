@@ -90,6 +90,10 @@ async fn compare(model: &str, input: &str, inputs: &[Vec<f32>]) -> Vec<Vec<f32>>
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_close(g, w, 1e-5, &format!("{aoti} row {i} vs {model}"));
     }
+    // The loader's unpacked copies of the CPU packages are gone once loaded (they would pile up
+    // in /tmp at every start otherwise); their kernels keep running from the mapped library.
+    let left = server::runtime::aoti::extracted::left_behind();
+    assert!(left.is_empty(), "extracted packages left behind: {left:?}");
     let (passes, requests) = passes_and_requests(&before, &after, &aoti);
     println!("{aoti}: {requests} requests in {passes} forward passes");
     assert!(

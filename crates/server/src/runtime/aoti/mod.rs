@@ -8,12 +8,14 @@
 //!   wraps; nothing is copied.
 //! - [`checks`]: what is checked before and after the kernels are opened: the package's device and
 //!   CPU instruction set against this process, its input count against config.toml.
+//! - [`extracted`]: the loader's unpacked copy of a CPU package, removed once it is loaded.
 //!
 //! The bridge turns on AOTInductor's own input checks (`AOTI_RUNTIME_CHECK_INPUTS=1`, before
 //! `main`): every run checks dtypes, static sizes, dynamic dimensions' bounds and strides, so a
 //! tensor the package was not compiled for is an error, never an out-of-bounds read.
 
 pub mod checks;
+pub mod extracted;
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CString};
@@ -139,13 +141,15 @@ impl Package {
             _ => -1,
         };
         let path = c_path(path)?;
-        let mut sink = Sink::default();
-        // SAFETY: as in `metadata`; the returned pointer is owned by the new `Package`.
-        let raw = unsafe { torchship_aoti_load(path.as_ptr(), index, sink.ctx(), on_error) };
-        match NonNull::new(raw) {
-            Some(raw) => Ok(Package { raw }),
-            None => Err(sink.finish(false).err().unwrap_or_default()),
-        }
+        extracted::load_then_remove(!device.is_cuda(), || {
+            let mut sink = Sink::default();
+            // SAFETY: as in `metadata`; the returned pointer is owned by the new `Package`.
+            let raw = unsafe { torchship_aoti_load(path.as_ptr(), index, sink.ctx(), on_error) };
+            match NonNull::new(raw) {
+                Some(raw) => Ok(Package { raw }),
+                None => Err(sink.finish(false).err().unwrap_or_default()),
+            }
+        })
     }
 
     /// The pytree specs (JSON) of the inputs and the outputs.
