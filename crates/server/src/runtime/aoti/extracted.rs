@@ -44,6 +44,14 @@ fn folders(maps: &str) -> HashSet<PathBuf> {
         .collect()
 }
 
+/// Runs `f` while no load runs. Reading a package's metadata extracts it too (into a folder of its
+/// own that it removes): were it to run during a load, that load's "mapped after, not before"
+/// could take its folder for the load's and delete it under the reader.
+pub(super) fn one_at_a_time<T>(f: impl FnOnce() -> T) -> T {
+    let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// Runs `load`; when `remove`, then deletes the folders it extracted.
 pub(super) fn load_then_remove<T>(
     remove: bool,

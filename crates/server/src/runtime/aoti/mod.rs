@@ -123,7 +123,9 @@ pub fn metadata(path: &Path) -> Result<HashMap<String, String>, String> {
     let path = c_path(path)?;
     let mut sink = Sink::default();
     // SAFETY: the path is NUL-terminated and the sink outlives the call.
-    let ok = unsafe { torchship_aoti_metadata(path.as_ptr(), sink.ctx(), on_pair, on_error) };
+    let ok = extracted::one_at_a_time(|| unsafe {
+        torchship_aoti_metadata(path.as_ptr(), sink.ctx(), on_pair, on_error)
+    });
     Ok(sink.finish(ok)?.pairs.into_iter().collect())
 }
 
