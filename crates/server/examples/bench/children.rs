@@ -13,14 +13,13 @@
 //!   both medians in µs.
 //! - `baseline`: loads the demo models with libtorch and warms them once; prints its RSS in MiB.
 //!
-//! A model's platform comes from its config.toml: TorchScript ceilings call the `CModule`, AOTI
-//! ceilings the package through the server's own bridge (`server::runtime::aoti::Package`, the
-//! same call the forward thread makes, without the server around it).
+//! A model's platform comes from its config.toml; either way the ceiling calls the server's own
+//! `runtime::Module` (the `CModule`, or the package through the AOTInductor bridge), the same call
+//! the forward thread makes, without the server around it.
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use server::repository::config::Platform;
 use std::time::Instant;
 
 pub fn models_dir() -> PathBuf {
@@ -33,34 +32,24 @@ pub fn row(width: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A demo model loaded in-process: one forward pass over a batch.
-enum Module {
-    TorchScript(tch::CModule),
-    Aoti(server::runtime::aoti::Package),
-}
+/// A demo model loaded in-process by the server's own loader (`runtime::Module`: TorchScript or
+/// an AOTInductor package, with its load-time checks), without the server around it.
+struct Module(server::runtime::Module);
 
 impl Module {
     fn load(name: &str) -> Module {
-        let missing = "the demo models: run scripts/setup.sh";
-        let dir = models_dir().join(name);
-        match config(name).platform {
-            Platform::TorchScript => {
-                let mut m = tch::CModule::load(dir.join("1/model.pt")).expect(missing);
-                m.set_eval();
-                Module::TorchScript(m)
-            }
-            Platform::Aoti => Module::Aoti(
-                server::runtime::aoti::Package::load(&dir.join("1/model.pt2"), tch::Device::Cpu)
-                    .expect(missing),
-            ),
-        }
+        let config = config(name);
+        let path = models_dir()
+            .join(name)
+            .join("1")
+            .join(config.platform.file_name());
+        let module = server::runtime::Module::load(&config, &path, tch::Device::Cpu)
+            .expect("the demo models: run scripts/setup.sh");
+        Module(module)
     }
 
     fn forward(&self, x: &tch::Tensor) {
-        match self {
-            Module::TorchScript(m) => drop(m.forward_ts(&[x]).expect("forward")),
-            Module::Aoti(p) => drop(p.run(std::slice::from_ref(x)).expect("forward")),
-        }
+        drop(self.0.forward(vec![x.shallow_clone()]).expect("forward"));
     }
 }
 

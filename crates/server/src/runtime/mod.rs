@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::metrics::ModelMetrics;
 use crate::repository::{ModelConfig, VersionSource};
+pub use module::Module;
 pub use tensor::TensorData;
 
 /// Why an inference could not be served by the runtime. `Clone` because one failed forward pass

@@ -11,7 +11,8 @@ use super::RuntimeError;
 use crate::repository::config::Platform;
 use crate::repository::ModelConfig;
 
-pub(super) enum Module {
+/// One copy of a model version, loaded for its platform.
+pub enum Module {
     TorchScript(CModule),
     Aoti(aoti::Package),
 }
