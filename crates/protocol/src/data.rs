@@ -214,7 +214,17 @@ impl Serialize for RawData<'_> {
             Datatype::Bf16 => seq_of!(s, b, bf16, |x: bf16| x.to_f32()),
             Datatype::Fp32 => seq_of!(s, b, f32, |x| x),
             Datatype::Fp64 => seq_of!(s, b, f64, |x| x),
-            Datatype::Bytes => s.serialize_seq(Some(0))?.end(),
+            Datatype::Bytes => {
+                // Length-prefixed elements, as the codec builds them; JSON carries them as strings.
+                let elements = crate::codec::classify::bytes_elements(b).ok_or_else(|| {
+                    serde::ser::Error::custom("BYTES data is not length-prefixed elements")
+                })?;
+                let mut seq = s.serialize_seq(Some(elements.len()))?;
+                for e in elements {
+                    seq.serialize_element(&String::from_utf8_lossy(e))?;
+                }
+                seq.end()
+            }
         }
     }
 }

@@ -14,6 +14,26 @@ pub struct TensorSpec {
     pub name: String,
     pub datatype: Datatype,
     pub shape: Vec<i64>,
+    /// Outputs only: a file in the model's folder with one class label per line (Triton's
+    /// `label_filename`), named in classification answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_filename: Option<String>,
+    /// The lines of `label_filename`, read when the model is read (never from the config itself).
+    #[serde(skip)]
+    pub labels: Vec<String>,
+}
+
+impl TensorSpec {
+    /// A spec without labels.
+    pub fn new(name: &str, datatype: Datatype, shape: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.to_string(),
+            datatype,
+            shape: shape.to_vec(),
+            label_filename: None,
+            labels: Vec::new(),
+        }
+    }
 }
 
 /// A model as the codec sees it: its tensors and its batch limit.

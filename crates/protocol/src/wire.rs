@@ -21,8 +21,12 @@ pub const TIMEOUT: &str = "timeout";
 /// Request parameter: the priority level, 1 served first; 0 or absent is the model's default.
 pub const PRIORITY: &str = "priority";
 
+/// Requested-output parameter of the classification extension: return this output's top N
+/// classes per row (BYTES `"value:index[:label]"`) instead of the tensor.
+pub const CLASSIFICATION: &str = "classification";
+
 /// The keys of the binary extension: as quoted literals they may appear in this file only.
-/// (`timeout` and `priority` are ordinary words elsewhere, so the check leaves them out.)
+/// (`timeout`, `priority` and `classification` are ordinary words elsewhere, so the check leaves them out.)
 pub const EXTENSION_KEYS: [&str; 4] = [
     HEADER_LENGTH,
     BINARY_DATA_SIZE,

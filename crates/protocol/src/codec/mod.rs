@@ -6,12 +6,15 @@
 //!   gRPC's tensors as bytes) decoded into one [`Decoded`] value (server), and encoded from tensors
 //!   (client).
 //! - [`response`]: an infer response encoded as JSON or binary (server) and decoded (client).
+//! - [`classify`]: the classification extension (an output's top classes as BYTES), and BYTES
+//!   elements as bytes.
 //! - [`predict`]: the `/predict` shortcut, both ways.
 //!
 //! Every check that can be made before a tensor exists (names, datatypes, shapes, batch size,
 //! element and byte counts with overflow-safe arithmetic) is made here, so a bad request never
 //! reaches the runtime.
 
+pub mod classify;
 pub mod predict;
 pub mod request;
 pub mod response;
@@ -26,7 +29,7 @@ pub use request::{
     decode_binary, decode_request, encode_request, header_length, BinaryInput, BinaryRequest,
     Decoded, OutputChoice,
 };
-pub use response::{decode_response, encode_response, DecodedResponse};
+pub use response::{chosen_outputs, decode_response, encode_response, DecodedResponse};
 
 /// Why bytes could not be decoded or encoded. Every message names what is wrong.
 #[derive(Debug, PartialEq, thiserror::Error)]

@@ -7,18 +7,29 @@ use bytes::Bytes;
 
 use super::{check_shape, names, param_bool, param_u64, params, CodecError};
 use crate::wire::{
-    BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, HEADER_LENGTH, PRIORITY, TIMEOUT,
+    BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, CLASSIFICATION, HEADER_LENGTH, PRIORITY,
+    TIMEOUT,
 };
 use crate::{
     json_to_bytes, Datatype, InferRequest, RawData, RequestInput, Signature, Tensor, TensorSpec,
 };
 
-/// One output the client asked for: its index among the model's outputs, and whether it goes
-/// back as binary data rather than JSON.
+/// One output the client asked for: its index among the model's outputs, whether it goes back
+/// as binary data rather than JSON, and how many classes (the classification extension; 0: the
+/// tensor itself).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputChoice {
     pub index: usize,
     pub binary: bool,
+    pub classes: usize,
+}
+
+/// One output asked for by name, with its `classification` count (0: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wanted<'a> {
+    name: &'a str,
+    binary: bool,
+    classes: u64,
 }
 
 /// A decoded, checked infer request.
@@ -152,8 +163,8 @@ pub struct BinaryInput<'a> {
 #[derive(Debug, Default)]
 pub struct BinaryRequest<'a> {
     pub id: Option<String>,
-    /// The outputs asked for by name; empty: all of them.
-    pub outputs: Vec<&'a str>,
+    /// The outputs asked for by name, each with its `classification` count; empty: all of them.
+    pub outputs: Vec<(&'a str, u64)>,
     pub timeout: Option<Duration>,
     pub priority: Option<u64>,
 }
@@ -186,7 +197,15 @@ pub fn decode_binary(
             bytes: input.bytes,
         });
     }
-    let wanted: Vec<(&str, bool)> = request.outputs.iter().map(|&n| (n, true)).collect();
+    let wanted: Vec<Wanted> = request
+        .outputs
+        .iter()
+        .map(|&(name, classes)| Wanted {
+            name,
+            binary: true,
+            classes,
+        })
+        .collect();
     Ok(Decoded {
         inputs: finish_inputs(sig, slots)?,
         outputs: outputs_by_name(sig, &wanted, true)?,
@@ -272,38 +291,59 @@ fn select_outputs(
     request: &InferRequest,
 ) -> Result<Vec<OutputChoice>, CodecError> {
     let all_binary = param_bool(request.parameters.as_ref(), BINARY_DATA_OUTPUT).unwrap_or(false);
-    let wanted: Vec<(&str, bool)> = request
+    let wanted: Vec<Wanted> = request
         .outputs
         .iter()
         .flatten()
         .map(|o| {
-            let binary = param_bool(o.parameters.as_ref(), BINARY_DATA).unwrap_or(all_binary);
-            (o.name.as_str(), binary)
+            let params = o.parameters.as_ref();
+            Ok(Wanted {
+                name: o.name.as_str(),
+                binary: param_bool(params, BINARY_DATA).unwrap_or(all_binary),
+                classes: param_u64(params, CLASSIFICATION)?.unwrap_or(0),
+            })
         })
-        .collect();
+        .collect::<Result<_, CodecError>>()?;
     outputs_by_name(sig, &wanted, all_binary)
 }
 
-/// The outputs asked for, by name, each with whether it goes back binary; none asked for: every
-/// output, binary when `all_binary`.
+/// The outputs asked for, by name, each with whether it goes back binary and its class count;
+/// none asked for: every output, binary when `all_binary`.
 fn outputs_by_name(
     sig: &Signature,
-    wanted: &[(&str, bool)],
+    wanted: &[Wanted],
     all_binary: bool,
 ) -> Result<Vec<OutputChoice>, CodecError> {
     if wanted.is_empty() {
-        return Ok((0..sig.outputs.len())
-            .map(|index| OutputChoice {
-                index,
-                binary: all_binary,
-            })
-            .collect());
+        return Ok(every_output(sig, all_binary));
     }
     wanted
         .iter()
-        .map(|&(name, binary)| {
-            let index = position(sig.outputs, name, "output")?;
-            Ok(OutputChoice { index, binary })
+        .map(|w| {
+            let index = position(sig.outputs, w.name, "output")?;
+            let spec = &sig.outputs[index];
+            if w.classes > 0 && !super::classify::classifiable(spec.datatype) {
+                return Err(CodecError::Invalid(format!(
+                    "output '{}': classification needs a numeric output, this one is {}",
+                    w.name, spec.datatype
+                )));
+            }
+            Ok(OutputChoice {
+                index,
+                binary: w.binary,
+                // More classes than a row has elements is every element, as in Triton.
+                classes: usize::try_from(w.classes).unwrap_or(usize::MAX),
+            })
+        })
+        .collect()
+}
+
+fn every_output(sig: &Signature, binary: bool) -> Vec<OutputChoice> {
+    (0..sig.outputs.len())
+        .map(|index| OutputChoice {
+            index,
+            binary,
+            classes: 0,
         })
         .collect()
 }
@@ -348,12 +388,7 @@ fn decode_raw(sig: &Signature, body: Bytes) -> Result<Decoded, CodecError> {
     Ok(Decoded {
         id: None,
         inputs: vec![tensor],
-        outputs: (0..sig.outputs.len())
-            .map(|index| OutputChoice {
-                index,
-                binary: true,
-            })
-            .collect(),
+        outputs: every_output(sig, true),
         timeout: None,
         priority: None,
     })

@@ -1,14 +1,46 @@
 //! Infer responses: encoded from the runtime's output tensors (server side), JSON outputs
 //! serialised straight from their bytes; and decoded back into tensors (client side).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
+use super::classify::classify;
 use super::{param_u64, params, CodecError, Encoded, OutputChoice};
 use crate::wire::{BINARY_DATA_SIZE, HEADER_LENGTH};
 use crate::{
     element_count, json_to_bytes, Datatype, InferResponse, RawData, ResponseOutput, Signature,
     Tensor,
 };
+
+/// The outputs `selected` picked, in the client's order, each with its declared name; classified
+/// where the client asked for classes (so HTTP and gRPC answer the same).
+pub fn chosen_outputs<'a, 't>(
+    sig: &Signature<'a>,
+    selected: &[OutputChoice],
+    outputs: &'t [Tensor],
+) -> Result<Vec<(&'a str, Cow<'t, Tensor>)>, CodecError> {
+    selected
+        .iter()
+        .map(|choice| {
+            let (Some(out), Some(spec)) =
+                (outputs.get(choice.index), sig.outputs.get(choice.index))
+            else {
+                return Err(CodecError::Encode(format!(
+                    "output {} asked for, but the model gave {} of {} declared",
+                    choice.index,
+                    outputs.len(),
+                    sig.outputs.len()
+                )));
+            };
+            let tensor = match choice.classes {
+                0 => Cow::Borrowed(out),
+                k => Cow::Owned(classify(spec, sig.batched(), k, out)?),
+            };
+            Ok((spec.name.as_str(), tensor))
+        })
+        .collect()
+}
 
 /// Encodes the response to a request: the outputs `selected` picked, binary ones carrying
 /// `binary_data_size` instead of `data`, their bytes following the JSON header in order.
@@ -20,18 +52,10 @@ pub fn encode_response(
     selected: &[OutputChoice],
     outputs: &[Tensor],
 ) -> Result<Encoded, CodecError> {
+    let chosen = chosen_outputs(sig, selected, outputs)?;
     let mut blobs = Vec::new();
     let mut listed = Vec::with_capacity(selected.len());
-    for choice in selected {
-        let (Some(out), Some(spec)) = (outputs.get(choice.index), sig.outputs.get(choice.index))
-        else {
-            return Err(CodecError::Encode(format!(
-                "output {} asked for, but the model gave {} of {} declared",
-                choice.index,
-                outputs.len(),
-                sig.outputs.len()
-            )));
-        };
+    for (choice, (name, out)) in selected.iter().zip(&chosen) {
         let (parameters, data) = if choice.binary {
             blobs.push(&out.bytes[..]);
             (Some(params(BINARY_DATA_SIZE, out.bytes.len())), None)
@@ -45,7 +69,7 @@ pub fn encode_response(
             )
         };
         listed.push(ResponseOutput {
-            name: spec.name.clone(),
+            name: name.to_string(),
             shape: out.shape.clone(),
             datatype: out.datatype.to_string(),
             parameters,

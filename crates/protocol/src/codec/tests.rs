@@ -8,11 +8,7 @@ use super::*;
 use crate::{Datatype, InferRequest, RequestInput, RequestOutput, Signature, Tensor, TensorSpec};
 
 fn spec(name: &str, datatype: Datatype, shape: &[i64]) -> TensorSpec {
-    TensorSpec {
-        name: name.into(),
-        datatype,
-        shape: shape.to_vec(),
-    }
+    TensorSpec::new(name, datatype, shape)
 }
 
 struct Model {
@@ -76,7 +72,11 @@ fn err(r: InferRequest) -> String {
 
 fn choices(list: &[(usize, bool)]) -> Vec<OutputChoice> {
     list.iter()
-        .map(|&(index, binary)| OutputChoice { index, binary })
+        .map(|&(index, binary)| OutputChoice {
+            index,
+            binary,
+            classes: 0,
+        })
         .collect()
 }
 
@@ -416,4 +416,70 @@ fn predict_bodies_round_trip() {
     );
     let e = predict::parse_predict(br#"{"model":"m","inputs":[1],"extra":1}"#).unwrap_err();
     assert_eq!(e.kind(), "malformed_json");
+}
+
+#[test]
+fn classification_answers_top_classes_in_json_and_binary() {
+    let mut m = model();
+    m.outputs[0].labels = vec!["zero".into(), "one".into()];
+    let mut r = request(vec![
+        input("a", "FP32", vec![2, 2], json!([1, 2, 3, 4])),
+        input("b", "INT64", vec![2], json!([1, 2])),
+    ]);
+    let asked = |classes: i64, binary: bool| RequestOutput {
+        name: "y".into(),
+        parameters: json!({"classification": classes, "binary_data": binary})
+            .as_object()
+            .cloned(),
+    };
+    r.outputs = Some(vec![asked(2, false), asked(1, true)]);
+    let d = decode_with(&m, &r, &[]).unwrap();
+    assert_eq!((d.outputs[0].classes, d.outputs[1].classes), (2, 1));
+    let y = tensor(Datatype::Fp32, &[2, 3], &[0.1, 0.9, 0.5, 2.0, -1.0, 3.0]);
+    let z = tensor(Datatype::Fp32, &[2], &[0.0, 0.0]);
+    let e = encode_response(&m.sig(), "m", 1, None, &d.outputs, &[y, z]).unwrap();
+    let n = e.header_length.unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&e.body[..n]).unwrap();
+    let json_out = &header["outputs"][0];
+    assert_eq!(
+        (&json_out["datatype"], &json_out["shape"]),
+        (&json!("BYTES"), &json!([2, 2]))
+    );
+    assert_eq!(
+        json_out["data"],
+        json!([
+            "0.900000:1:one",
+            "0.500000:2",
+            "3.000000:2",
+            "2.000000:0:zero"
+        ])
+    );
+    assert_eq!(header["outputs"][1]["shape"], json!([2, 1]));
+    let binary = classify::bytes_elements(&e.body[n..]).unwrap();
+    assert_eq!(binary, [&b"0.900000:1:one"[..], &b"3.000000:2"[..]]);
+
+    for (bad, why) in [
+        (
+            json!({"classification": -1}),
+            "parameter 'classification' must be a non-negative integer",
+        ),
+        (
+            json!({"classification": "3"}),
+            "parameter 'classification' must be a non-negative integer",
+        ),
+    ] {
+        r.outputs = Some(vec![RequestOutput {
+            name: "y".into(),
+            parameters: bad.as_object().cloned(),
+        }]);
+        let e = decode_with(&m, &r, &[]).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    m.outputs[0].datatype = Datatype::Bool;
+    r.outputs = Some(vec![asked(1, false)]);
+    let e = decode_with(&m, &r, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("output 'y': classification needs a numeric output, this one is BOOL"),
+        "{e}"
+    );
 }

@@ -254,7 +254,7 @@ async fn infer(
             decoded.priority,
         )
         .await?;
-        Ok(encode(&model, decoded.id, &decoded.outputs, outputs))
+        encode(&model, decoded.id, &decoded.outputs, outputs)
     })
     .await
 }
@@ -311,6 +311,7 @@ fn config_message(name: &str, config: &ModelConfig) -> pb::ModelConfig {
                 name: s.name.clone(),
                 data_type: contents::config_type(s.datatype).into(),
                 dims: dims(config, s),
+                label_filename: s.label_filename.clone().unwrap_or_default(),
             })
             .collect(),
         instance_group: vec![pb::ModelInstanceGroup {
@@ -382,12 +383,22 @@ fn decode(model: &Model, r: pb::ModelInferRequest) -> Result<Decoded, ApiError> 
     }
     let request = BinaryRequest {
         id: given(&r.id).map(str::to_string),
-        outputs: r.outputs.iter().map(|o| o.name.as_str()).collect(),
+        outputs: r
+            .outputs
+            .iter()
+            .map(|o| Ok((o.name.as_str(), classes(o)?)))
+            .collect::<Result<_, ApiError>>()?,
         timeout: param_u64(&r.parameters, wire::TIMEOUT)?.map(Duration::from_micros),
         priority: param_u64(&r.parameters, wire::PRIORITY)?,
     };
     let signature = model.config.signature();
     Ok(codec::decode_binary(&signature, inputs, request)?)
+}
+
+/// A requested output's `classification` count (the classification extension), 0 when not asked.
+fn classes(o: &pb::model_infer_request::InferRequestedOutputTensor) -> Result<u64, ApiError> {
+    let n = param_u64(&o.parameters, wire::CLASSIFICATION)?;
+    Ok(n.unwrap_or(0))
 }
 
 /// Typed contents as bytes; an unknown datatype is left to the codec to name.
@@ -400,33 +411,33 @@ fn typed(input: &pb::model_infer_request::InferInputTensor) -> Result<Vec<u8>, A
         .map_err(|e| ApiError::InvalidInput(format!("input '{}': {e}", input.name)))
 }
 
+/// The chosen outputs (classified where asked, as for HTTP) as raw contents.
 fn encode(
     model: &Model,
     id: Option<String>,
     chosen: &[codec::OutputChoice],
     outputs: Vec<TensorData>,
-) -> pb::ModelInferResponse {
-    let specs = &model.config.outputs;
-    let (outputs, raw) = chosen
-        .iter()
-        .map(|c| {
-            let t = &outputs[c.index];
+) -> Result<pb::ModelInferResponse, ApiError> {
+    let signature = model.config.signature();
+    let (outputs, raw) = codec::chosen_outputs(&signature, chosen, &outputs)?
+        .into_iter()
+        .map(|(name, t)| {
             let meta = pb::model_infer_response::InferOutputTensor {
-                name: specs[c.index].name.clone(),
+                name: name.to_string(),
                 datatype: t.datatype.as_str().to_string(),
                 shape: t.shape.iter().map(|&d| d as i64).collect(),
                 parameters: HashMap::new(),
                 contents: None,
             };
-            (meta, t.bytes.clone())
+            (meta, t.into_owned().bytes)
         })
         .unzip();
-    pb::ModelInferResponse {
+    Ok(pb::ModelInferResponse {
         model_name: model.name.clone(),
         model_version: model.version.to_string(),
         id: id.unwrap_or_default(),
         parameters: HashMap::new(),
         outputs,
         raw_output_contents: raw,
-    }
+    })
 }

@@ -294,6 +294,12 @@ impl ModelConfig {
                     spec.name, spec.datatype
                 ));
             }
+            if kind == "input" && spec.label_filename.is_some() {
+                return Err(format!(
+                    "input '{}': label_filename is for outputs",
+                    spec.name
+                ));
+            }
             if spec.shape.iter().any(|&d| d < -1) {
                 return Err(format!(
                     "{kind} '{}': dimensions must be -1 or >= 0",

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! models/<name>/config.toml
+//! models/<name>/<labels file>         (an output's label_filename, for classification)
 //! models/<name>/<version>/model.pt     (TorchScript; numeric versions, the highest one serves)
 //! models/<name>/<version>/model.pt2    (an AOTInductor package, with platform = "pytorch_aoti")
 //! ```
@@ -10,6 +11,7 @@
 //! the good models still serve and the broken ones can be reported.
 
 pub mod config;
+pub mod labels;
 
 use std::path::{Path, PathBuf};
 
@@ -117,8 +119,9 @@ pub fn read_model(repo: &Path, name: &str) -> Result<ModelSource, String> {
     let config_path = dir.join("config.toml");
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let config =
+    let mut config =
         ModelConfig::parse(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    labels::read_labels(&dir, &mut config)?;
     let on_disk: Vec<u64> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok())
