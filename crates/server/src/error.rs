@@ -70,6 +70,10 @@ pub enum ApiError {
     /// valid UTF-8 once percent-decoded); the router's own reason.
     #[error("{0}")]
     BadRequest(String),
+    /// A Triton endpoint this server deliberately does not serve (trace settings, shared memory,
+    /// a log setting with no counterpart here); the message says why and what to use instead.
+    #[error("{0}")]
+    NotSupported(String),
 }
 
 impl ApiError {
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::BadRequest(s()),
             ApiError::NoSuchEndpoint(s()),
             ApiError::UnsupportedEncoding,
+            ApiError::NotSupported(s()),
             ControlKeyError::Missing(s()).into(),
             ControlKeyError::Rejected(s()).into(),
             RuntimeError::QueueFull(1).into(),
@@ -123,6 +128,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NoSuchEndpoint(_) => "model_not_found",
             ApiError::UnsupportedEncoding => "unsupported_encoding",
+            ApiError::NotSupported(_) => "not_supported",
         }
     }
 
@@ -146,6 +152,7 @@ impl ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Runtime(e) => runtime_status(e),
         }
     }
@@ -159,7 +166,9 @@ impl ApiError {
         if status.is_server_error()
             && !matches!(
                 status,
-                StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+                    | StatusCode::NOT_IMPLEMENTED
             )
         {
             tracing::error!(error = %self, kind = self.kind(), "request failed");
@@ -180,7 +189,9 @@ impl ApiError {
             StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
             StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
             StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
-            StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+                tonic::Code::Unimplemented
+            }
             StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => {
                 tonic::Code::ResourceExhausted
             }
@@ -298,6 +309,7 @@ mod tests {
             },
             ApiError::NoSuchEndpoint(_) => 25,
             ApiError::UnsupportedEncoding => 26,
+            ApiError::NotSupported(_) => 27,
         }
     }
 
@@ -305,9 +317,9 @@ mod tests {
     fn one_of_each_covers_every_variant() {
         let mut seen: Vec<usize> = ApiError::one_of_each().iter().map(variant).collect();
         seen.sort();
-        assert_eq!(seen, (0..=26).collect::<Vec<_>>());
+        assert_eq!(seen, (0..=27).collect::<Vec<_>>());
         let kinds = outcomes();
-        assert_eq!(kinds.len(), 24, "success and 23 distinct kinds: {kinds:?}");
+        assert_eq!(kinds.len(), 25, "success and 24 distinct kinds: {kinds:?}");
     }
 
     /// The README's error table lists exactly these kinds, each with its status code.

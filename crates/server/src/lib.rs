@@ -16,9 +16,11 @@
 //!   `CModule`s, or AOTInductor packages through [`runtime::aoti`]'s C++ bridge), fed by a bounded
 //!   queue; tensors cross as bytes ([`runtime::TensorData`], the codec's `Tensor`).
 //! - [`state`]: what every handler shares: config, metrics, registry, in-flight limit, draining.
-//! - [`api`]: the axum router: v2 protocol with the binary and repository extensions, `/predict`,
-//!   health, metrics, request ids and access log.
+//! - [`api`]: the axum router: v2 protocol with Triton's extensions (binary data, repository,
+//!   classification, statistics, logging), `/predict`, health, metrics, request ids and access log.
 //! - [`metrics`]: the Prometheus registry; [`cuda`] reads device memory for it.
+//! - [`logging`]: the process's one log subscriber, its level changeable at run time (Triton's
+//!   logging extension).
 //! - [`omp`]: OpenMP's wait policy (passive), set by starting the binary again before it serves.
 //! - [`serve`]: the accept loop (header timeout) and the SIGTERM sequence: readiness 503, shutdown
 //!   delay, listener closed, drain with a deadline.
@@ -31,6 +33,7 @@ pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod healthcheck;
+pub mod logging;
 pub mod metrics;
 pub mod omp;
 pub mod registry;

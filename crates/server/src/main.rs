@@ -2,17 +2,6 @@
 
 use anyhow::Context;
 use clap::Parser;
-use server::config::LogFormat;
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
 
 /// Resolves on the next SIGINT or SIGTERM (what Kubernetes sends before killing a pod).
 async fn signal() -> &'static str {
@@ -75,7 +64,7 @@ async fn run(args: server::Args, omp: Option<std::io::Error>) -> anyhow::Result<
         }
         std::process::exit(i32::from(probe.is_err()));
     }
-    init_logging(args.log_format);
+    server::logging::init(args.log_format);
     if let Some(e) = omp {
         tracing::warn!(error = %e, "could not restart with {}={}; OpenMP threads will spin between passes", server::omp::VAR, server::omp::SERVER_POLICY);
     }

@@ -2,6 +2,10 @@
 //! Every name starts with `torchship_`; labels are bounded (model, version, outcome kind, route
 //! template), never raw paths or user strings.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -20,6 +24,7 @@ pub struct Metrics {
     outcomes: Vec<&'static str>,
     requests: IntCounterVec,
     request_duration: HistogramVec,
+    failure_duration: HistogramVec,
     rows: IntCounterVec,
     executions: IntCounterVec,
     queue_duration: HistogramVec,
@@ -39,6 +44,8 @@ pub struct ModelMetrics {
     pub rows: IntCounter,
     pub executions: IntCounter,
     pub request_duration: Histogram,
+    /// The failed requests among `request_duration`'s (the statistics extension's `fail`).
+    pub failure_duration: Histogram,
     pub queue_duration: Histogram,
     pub compute_input: Histogram,
     pub compute_forward: Histogram,
@@ -48,6 +55,45 @@ pub struct ModelMetrics {
     pub inflight: IntGauge,
     pub load_duration: Gauge,
     pub ready: IntGauge,
+    /// What the statistics extension reports and Prometheus has no series for.
+    pub stats: Arc<StatsOnly>,
+}
+
+/// Counters the statistics extension reports beside the Prometheus series: the last request's
+/// time and the compute time by exact batch size (a `batch_size` label on the compute histograms
+/// would multiply their series by max_batch_size).
+#[derive(Default)]
+pub struct StatsOnly {
+    /// Milliseconds since the Unix epoch of the last inference request; 0 before the first.
+    pub last_inference_ms: AtomicU64,
+    /// Forward passes by rows: count, then input, forward and output nanoseconds.
+    by_batch_size: Mutex<BTreeMap<u64, [u64; 4]>>,
+}
+
+impl StatsOnly {
+    /// Counts one forward pass of `rows` rows and its phases (seconds: input, forward, output).
+    pub fn pass(&self, rows: u64, phases: [f64; 3]) {
+        let mut map = self.by_batch_size.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(rows).or_default();
+        entry[0] += 1;
+        for (total, seconds) in entry[1..].iter_mut().zip(phases) {
+            *total += (seconds * 1e9) as u64;
+        }
+    }
+
+    /// `(rows, [passes, input ns, forward ns, output ns])`, by rows.
+    pub fn by_batch_size(&self) -> Vec<(u64, [u64; 4])> {
+        let map = self.by_batch_size.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(&k, &v)| (k, v)).collect()
+    }
+
+    /// Notes an inference request now.
+    pub fn touch(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_inference_ms.store(now, Ordering::Relaxed);
+    }
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -90,6 +136,7 @@ impl Metrics {
             )
             .expect("valid"),
             request_duration: histogram("torchship_request_duration_seconds", "Inference request time in the server, body read to response built.", LATENCY_BUCKETS, mv),
+            failure_duration: histogram("torchship_request_failure_duration_seconds", "The failed requests among torchship_request_duration_seconds.", LATENCY_BUCKETS, mv),
             rows: IntCounterVec::new(Opts::new("torchship_inference_total", "Rows inferred (a request of N rows counts N)."), mv).expect("valid"),
             executions: IntCounterVec::new(Opts::new("torchship_execution_total", "Forward passes run."), mv).expect("valid"),
             queue_duration: histogram("torchship_queue_duration_seconds", "Time a request waited for a forward thread.", LATENCY_BUCKETS, mv),
@@ -113,6 +160,7 @@ impl Metrics {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
             Box::new(m.request_duration.clone()),
+            Box::new(m.failure_duration.clone()),
             Box::new(m.rows.clone()),
             Box::new(m.executions.clone()),
             Box::new(m.queue_duration.clone()),
@@ -148,6 +196,7 @@ impl Metrics {
             rows: self.rows.with_label_values(l),
             executions: self.executions.with_label_values(l),
             request_duration: self.request_duration.with_label_values(l),
+            failure_duration: self.failure_duration.with_label_values(l),
             queue_duration: self.queue_duration.with_label_values(l),
             compute_input: self
                 .compute_duration
@@ -163,6 +212,7 @@ impl Metrics {
             inflight: self.inflight.with_label_values(l),
             load_duration: self.load_duration.with_label_values(l),
             ready: self.ready.with_label_values(l),
+            stats: Arc::default(),
         }
     }
 
@@ -195,6 +245,7 @@ impl Metrics {
         }
         for vec in [
             &self.request_duration,
+            &self.failure_duration,
             &self.queue_duration,
             &self.batch_size,
         ] {
@@ -262,5 +313,23 @@ mod tests {
         }
         m.forget_model("digits", 1);
         assert!(!m.encode().contains("model=\"digits\""));
+    }
+
+    #[test]
+    fn statistics_only_counters_sum_passes_by_batch_size() {
+        let s = StatsOnly::default();
+        s.pass(4, [0.001, 0.002, 0.5e-9]);
+        s.pass(1, [0.0, 1.0, 0.0]);
+        s.pass(4, [0.001, 0.002, 0.0]);
+        assert_eq!(
+            s.by_batch_size(),
+            [
+                (1, [1, 0, 1_000_000_000, 0]),
+                (4, [2, 2_000_000, 4_000_000, 0])
+            ]
+        );
+        assert_eq!(s.last_inference_ms.load(Ordering::Relaxed), 0);
+        s.touch();
+        assert!(s.last_inference_ms.load(Ordering::Relaxed) > 1_700_000_000_000);
     }
 }

@@ -220,7 +220,15 @@ async fn metadata_health_and_raw_binary_requests_on_the_demo_models() {
     assert_eq!(meta["name"], "torchship");
     assert_eq!(
         meta["extensions"],
-        json!(["binary_tensor_data", "model_repository"])
+        json!([
+            "binary_tensor_data",
+            "classification",
+            "logging",
+            "model_configuration",
+            "model_repository",
+            "schedule_policy",
+            "statistics"
+        ])
     );
     for path in ["/v2/models/mlp", "/v2/models/mlp/versions/1"] {
         let m: Value = get(path).await.unwrap().json().await.unwrap();

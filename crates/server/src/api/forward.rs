@@ -23,6 +23,7 @@ pub async fn observed<T>(
     request: impl Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
     let started = Instant::now();
+    model.metrics.stats.touch();
     let result = request.await;
     let outcome = result
         .as_ref()
@@ -31,10 +32,11 @@ pub async fn observed<T>(
     state
         .metrics()
         .request(&model.name, model.version, protocol, outcome);
-    model
-        .metrics
-        .request_duration
-        .observe(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    model.metrics.request_duration.observe(seconds);
+    if result.is_err() {
+        model.metrics.failure_duration.observe(seconds);
+    }
     result
 }
 

@@ -16,6 +16,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::forward::{forward, observed};
+use super::settings::{no_shared_memory, no_trace};
 use super::v2;
 use crate::error::ApiError;
 use crate::metrics::Protocol;
@@ -200,6 +201,75 @@ impl GrpcInferenceService for Inference {
             .await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
+
+    async fn model_statistics(
+        &self,
+        r: Request<pb::ModelStatisticsRequest>,
+    ) -> Reply<pb::ModelStatisticsResponse> {
+        let stats = super::grpc_extensions::statistics(&self.state, r.into_inner())?;
+        Ok(Response::new(stats))
+    }
+
+    /// As HTTP's `/v2/logging`: a change needs the control key when one is configured.
+    async fn log_settings(
+        &self,
+        r: Request<pb::LogSettingsRequest>,
+    ) -> Reply<pb::LogSettingsResponse> {
+        if !r.get_ref().settings.is_empty() {
+            super::repository::restricted(&self.state, &r.metadata().clone().into_headers())?;
+        }
+        let settings = super::grpc_extensions::log_settings(r.into_inner())?;
+        Ok(Response::new(settings))
+    }
+
+    async fn trace_setting(
+        &self,
+        _: Request<pb::TraceSettingRequest>,
+    ) -> Reply<pb::TraceSettingResponse> {
+        Err(no_trace().into())
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Reply<pb::SystemSharedMemoryStatusResponse> {
+        Err(no_shared_memory().into())
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Reply<pb::SystemSharedMemoryRegisterResponse> {
+        Err(no_shared_memory().into())
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Reply<pb::SystemSharedMemoryUnregisterResponse> {
+        Err(no_shared_memory().into())
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> Reply<pb::CudaSharedMemoryStatusResponse> {
+        Err(no_shared_memory().into())
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> Reply<pb::CudaSharedMemoryRegisterResponse> {
+        Err(no_shared_memory().into())
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Reply<pb::CudaSharedMemoryUnregisterResponse> {
+        Err(no_shared_memory().into())
+    }
 }
 
 impl Inference {
@@ -338,6 +408,7 @@ fn param_u64(params: &HashMap<String, InferParameter>, key: &str) -> Result<Opti
     };
     match &p.parameter_choice {
         Some(ParameterChoice::Int64Param(n)) if *n >= 0 => Ok(Some(*n as u64)),
+        Some(ParameterChoice::Uint64Param(n)) => Ok(Some(*n)),
         Some(ParameterChoice::StringParam(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
         _ => Err(ApiError::InvalidInput(format!(
             "parameter '{key}' must be a non-negative integer"

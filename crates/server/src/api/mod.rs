@@ -3,8 +3,12 @@
 //! - [`health`]: liveness and readiness for people and Kubernetes probes.
 //! - [`v2`]: the KServe v2 / Open Inference Protocol endpoints, binary tensor extension included.
 //! - [`grpc`]: the same protocol over gRPC (`inference.GRPCInferenceService`), on its own port;
-//!   [`grpc_health`]: `grpc.health.v1` beside it, following readiness.
+//!   [`grpc_health`]: `grpc.health.v1` beside it, following readiness; [`grpc_extensions`]: the
+//!   statistics and logging extensions as its messages.
 //! - [`repository`]: the repository extension (`index`, `load`, `unload`).
+//! - [`stats`]: the statistics extension (`/v2/models/.../stats`), from the metrics' counters.
+//! - [`settings`]: the logging extension (`/v2/logging`); trace settings and shared memory
+//!   answered as deliberate `not_supported` errors.
 //! - [`predict`]: the simple `POST /predict`.
 //! - [`forward`]: what the inference handlers share after decoding: outcome counting, deadline and
 //!   priority, the runtime call, the encoded response.
@@ -12,18 +16,21 @@
 
 pub mod forward;
 pub mod grpc;
+pub mod grpc_extensions;
 pub mod grpc_health;
 pub mod health;
 pub mod observe;
 pub mod predict;
 pub mod repository;
+pub mod settings;
+pub mod stats;
 pub mod v2;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use bytes::BytesMut;
 use http_body_util::BodyExt;
@@ -76,6 +83,23 @@ pub fn router(state: AppState) -> Router {
             "/v2/models/{model}/versions/{version}/ready",
             get(v2::model_ready),
         )
+        .route("/v2/models/stats", get(stats::all))
+        .route("/v2/models/{model}/stats", get(stats::model))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(stats::model),
+        )
+        .route(
+            "/v2/logging",
+            get(settings::get_logging).post(settings::set_logging),
+        )
+        .route("/v2/trace/setting", any(settings::trace))
+        .route("/v2/models/{model}/trace/setting", any(settings::trace))
+        .route(
+            "/v2/systemsharedmemory/{*call}",
+            any(settings::shared_memory),
+        )
+        .route("/v2/cudasharedmemory/{*call}", any(settings::shared_memory))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route(

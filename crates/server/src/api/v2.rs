@@ -18,8 +18,18 @@ use crate::registry::RegistryError;
 use crate::repository::{ModelConfig, TensorSpec};
 use crate::state::AppState;
 
-/// Extensions this server really implements.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository"];
+/// Extensions this server really implements (Triton's names); each has a call in
+/// tests/fixtures/triton_extensions.py that works. `schedule_policy` is the `priority` and
+/// `timeout` request parameters.
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "classification",
+    "logging",
+    "model_configuration",
+    "model_repository",
+    "schedule_policy",
+    "statistics",
+];
 
 /// `{model}` and the optional `{version}` path segments.
 #[derive(Debug, Deserialize)]
@@ -150,4 +160,24 @@ pub async fn infer(
         Ok(respond(encoded))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    /// README's `GET /v2` row lists exactly the extensions served, in the same order.
+    #[test]
+    fn the_readme_lists_the_extensions_served() {
+        let readme = include_str!("../../../../README.md");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with("| `GET /v2` |"))
+            .expect("README's GET /v2 row");
+        let listed = row
+            .split("\"extensions\":[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .expect("an extensions list in that row");
+        let listed: Vec<&str> = listed.split(',').map(|s| s.trim_matches('"')).collect();
+        assert_eq!(listed, super::EXTENSIONS);
+    }
 }

@@ -119,6 +119,7 @@ fn serve(shared: &Shared, module: &Module, mut batch: Batch) {
         m.compute_input.observe(phases[0]);
         m.compute_forward.observe(phases[1]);
         m.compute_output.observe(phases[2]);
+        m.stats.pass(total, phases);
         if shared.config.max_batch_size == 0 {
             Ok(vec![outputs]) // unbatched: one request, outputs as they are
         } else {
