@@ -361,3 +361,51 @@ async fn an_oversized_message_is_refused_with_a_clear_status() {
     );
     server.stop().await;
 }
+
+/// A gzip message of 240 MiB of zeros (about 240 KB sent) against an 8 MiB limit: refused with
+/// RESOURCE_EXHAUSTED once inflating passes the limit, three times, with the server's RSS flat;
+/// an ordinary compressed request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_bomb_is_refused_and_memory_stays_flat() {
+    use tonic::codec::CompressionEncoding;
+    let repo = common::models_dir();
+    let server = Process::spawn(&[
+        "--model-repository",
+        repo.to_str().unwrap(),
+        "--max-body-size",
+        "8MiB",
+    ]);
+    server.wait_ready().await;
+    let addr = server.grpc.clone().expect("the binary serves gRPC");
+    let mut client = GrpcInferenceServiceClient::new(channel(&addr).await)
+        .send_compressed(CompressionEncoding::Gzip);
+    let mut bomb = digits_request(&[0.5; 64], "bomb");
+    bomb.raw_input_contents = vec![vec![0u8; 240 << 20].into()];
+    let before = server.rss();
+    for _ in 0..3 {
+        let refused = client.model_infer(bomb.clone()).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        assert!(refused.message().contains("size limit"), "{refused:?}");
+    }
+    let grown = server.rss().saturating_sub(before);
+    println!(
+        "RSS grew {} KiB over three 240 MiB gzip messages",
+        grown >> 10
+    );
+    assert!(grown < 48 << 20, "RSS grew {grown} bytes");
+    for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Deflate] {
+        let mut client =
+            GrpcInferenceServiceClient::new(channel(&addr).await).send_compressed(encoding);
+        let ok = client
+            .model_infer(digits_request(&[0.5; 64], "small"))
+            .await;
+        assert_eq!(
+            ok.expect("a compressed request served").into_inner().id,
+            "small"
+        );
+    }
+}

@@ -26,12 +26,18 @@ use crate::state::AppState;
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// The service, its message size limit that of HTTP bodies (`--max-body-size`).
+/// The service, its message size limit that of HTTP bodies (`--max-body-size`), counted on
+/// inflated bytes for gzip and deflate messages (tonic stops inflating at the limit). Answers go
+/// uncompressed: every grpc client advertises gzip, and compressing every answer costs CPU that
+/// the forward passes need.
 pub fn service(state: AppState) -> GrpcInferenceServiceServer<Inference> {
+    use tonic::codec::CompressionEncoding;
     let limit = state.max_body_size();
     GrpcInferenceServiceServer::new(Inference { state })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
 }
 
 /// The gRPC routes (inference and `grpc.health.v1`) as an axum router, served by the same accept
