@@ -19,6 +19,10 @@ gc="$root/target/gpu-check"
 stage="$gc/stage"
 TORCH_VERSION=2.11.0
 TCH_VERSION=0.24
+# The gRPC check's client, as the main venv has it (scripts/setup.sh), for the GPU machine's python.
+TRITONCLIENT_VERSION=2.73.0
+RAPIDJSON_VERSION=1.25
+GPU_PYTHON=3.12
 
 say() { printf 'gpu-check: %s\n' "$*" >&2; }
 
@@ -32,6 +36,7 @@ build() {
         python3 -m venv "$venv"
         "$venv/bin/pip" install --disable-pip-version-check -q "torch==$TORCH_VERSION" numpy
     fi
+    "$venv/bin/pip" install --disable-pip-version-check -q "tritonclient[grpc]==$TRITONCLIENT_VERSION"
     local torch_dir
     torch_dir=$("$venv/bin/python" -c "import os, torch; print(os.path.dirname(torch.__file__))")
 
@@ -55,6 +60,11 @@ build() {
     strip --strip-debug -o "$stage/bin/loadtest" "$root/target/release/loadtest"
     cp -r "$root/models/digits" "$stage/models/"
     rm -f "$stage/models/digits/heldout.json"
+    say "tritonclient wheels for the GPU machine's python $GPU_PYTHON (it has grpcio, protobuf, numpy)"
+    "$venv/bin/pip" download --disable-pip-version-check -q --no-deps --only-binary=:all: \
+        --python-version "$GPU_PYTHON" --implementation cp --platform manylinux_2_28_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+        -d "$stage/wheels" "tritonclient==$TRITONCLIENT_VERSION" "python-rapidjson==$RAPIDJSON_VERSION"
     du -sh "$stage" >&2
 
     say "rehearsal on CPU against torch $TORCH_VERSION's libraries"
@@ -73,6 +83,12 @@ run)
     # Here the rehearsal's venv; there the machine's own python3 (torch 2.11).
     py=python3
     [ -x "$gc/venv/bin/python" ] && py="$gc/venv/bin/python"
+    if ! "$py" -c "import tritonclient.grpc" 2>/dev/null; then
+        say "installing the staged tritonclient wheels into /tmp/gpu-check-site"
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/gpu-check-site "$stage"/wheels/*.whl
+        export PYTHONPATH=/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}
+    fi
     exec "$py" "$root/scripts/gpu_check.py" "$@"
     ;;
 *)

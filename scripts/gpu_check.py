@@ -6,9 +6,11 @@ target/gpu-check/stage (the tch-0.24 server, the load tester, the digits weights
 torch (2.11; its torch/lib is the server's LD_LIBRARY_PATH). Steps:
 
 1. models: digits (staged) and mlp (exported here by scripts/export_models.py, same seed);
-2. correctness: the server on --device (cuda) and on cpu answer the same seeded rows; both are
-   compared with in-process torch on CPU: max |a - b| / max |b| must be < 1e-3 (libtorch keeps TF32
-   off for matmul by default, so GPU and CPU differ only in summation order);
+2. correctness: the server on --device (cuda) and on cpu answer the same seeded rows, over HTTP and
+   over gRPC (tritonclient.grpc, carried as wheels: the GPU machine's python has grpcio and protobuf
+   but not tritonclient or python-rapidjson); all are compared with in-process torch on CPU:
+   max |a - b| / max |b| must be < 1e-3 (libtorch keeps TF32 off for matmul by default, so GPU and
+   CPU differ only in summation order);
 3. throughput: the load tester (closed loop, binary tensors) at mlp with concurrency 1/32/128,
    dynamic batching on and off; the mean batch size of each point from /metrics; in-process torch on
    the same device at batch 1/32/128 and at each observed mean batch (copies to and from the device
@@ -67,6 +69,7 @@ class Server:
                 continue
             if fields.get("message") == "torchship server listening":
                 self.base = "http://" + fields["addr"]
+                self.grpc = fields.get("grpc_addr")
                 break
         if self.base is None:
             raise SystemExit(f"server {' '.join(cmd)} exited before listening")
@@ -89,6 +92,17 @@ class Server:
                             "data": x.flatten().tolist()}]}
         out = json.loads(http(f"{self.base}/v2/models/{model}/infer", body)[1])["outputs"][0]
         return torch.tensor(out["data"], dtype=torch.float32).reshape(out["shape"])
+
+    def infer_grpc(self, model, x):
+        import tritonclient.grpc as grpcclient  # carried as wheels to the GPU machine
+
+        client = grpcclient.InferenceServerClient(self.grpc)
+        meta = client.get_model_metadata(model)
+        inp = grpcclient.InferInput(meta.inputs[0].name, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x.numpy())
+        out = client.infer(model, [inp]).as_numpy(meta.outputs[0].name)
+        client.close()
+        return torch.from_numpy(out.copy())
 
     def metrics(self):
         return http(self.base + "/metrics")[1].decode()
@@ -136,6 +150,12 @@ def correctness(models, device):
             checks = [(f"server {device} vs in-process cpu", rel_error(got[device], want))]
             if device != "cpu":
                 checks.append((f"server {device} vs server cpu", rel_error(got[device], got["cpu"])))
+            try:
+                grpc_got = torch.cat([servers[device].infer_grpc(model, x[i:i + 16]) for i in range(0, len(x), 16)])
+                checks.append((f"server {device} gRPC vs in-process cpu", rel_error(grpc_got, want)))
+            except ImportError as e:
+                log(f"  {model:<7} gRPC check impossible: {e} (scripts/gpu-check.sh run installs the staged wheels)")
+                checks.append((f"server {device} gRPC (tritonclient missing)", float("inf")))
             for what, err in checks:
                 passed = err < TOLERANCE
                 ok &= passed

@@ -218,18 +218,7 @@ async fn metadata_health_and_raw_binary_requests_on_the_demo_models() {
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
     let meta: Value = get("/v2").await.unwrap().json().await.unwrap();
     assert_eq!(meta["name"], "torchship");
-    assert_eq!(
-        meta["extensions"],
-        json!([
-            "binary_tensor_data",
-            "classification",
-            "logging",
-            "model_configuration",
-            "model_repository",
-            "schedule_policy",
-            "statistics"
-        ])
-    );
+    assert_eq!(meta["extensions"], json!(server::api::v2::EXTENSIONS));
     for path in ["/v2/models/mlp", "/v2/models/mlp/versions/1"] {
         let m: Value = get(path).await.unwrap().json().await.unwrap();
         assert_eq!(
