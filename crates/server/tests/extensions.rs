@@ -26,6 +26,7 @@ async fn every_tritonclient_method_works_or_fails_on_purpose() {
         .arg(server.grpc.as_deref().expect("the gRPC address"))
         .arg(&repo)
         .arg(KEY)
+        .arg(protocol::wire::HEADER_LENGTH)
         .output()
         .await
         .unwrap();

@@ -428,7 +428,7 @@ fn classification_answers_top_classes_in_json_and_binary() {
     ]);
     let asked = |classes: i64, binary: bool| RequestOutput {
         name: "y".into(),
-        parameters: json!({"classification": classes, "binary_data": binary})
+        parameters: json!({"classification": classes, crate::wire::BINARY_DATA: binary})
             .as_object()
             .cloned(),
     };
