@@ -177,6 +177,29 @@ fn push_element(v: &Value, datatype: Datatype, out: &mut Vec<u8>) -> Option<()> 
     Some(())
 }
 
+/// A BYTES tensor's bytes: each element as its length (u32, little-endian), then its bytes, as in
+/// the binary tensor data extension and gRPC's raw contents.
+pub fn push_bytes_element(out: &mut Vec<u8>, element: &[u8]) {
+    out.extend_from_slice(&(element.len() as u32).to_le_bytes());
+    out.extend_from_slice(element);
+}
+
+/// The elements of a BYTES tensor's bytes, or `None` when they are not length-prefixed elements.
+pub fn bytes_elements(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut elements = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        if len > rest.len() {
+            return None;
+        }
+        let (element, rest) = rest.split_at(len);
+        elements.push(element);
+        bytes = rest;
+    }
+    Some(elements)
+}
+
 /// Tensor bytes that serialise as a flat JSON array without building a `Value` per element.
 #[derive(Clone, Copy, Debug)]
 pub struct RawData<'a> {
@@ -216,7 +239,7 @@ impl Serialize for RawData<'_> {
             Datatype::Fp64 => seq_of!(s, b, f64, |x| x),
             Datatype::Bytes => {
                 // Length-prefixed elements, as the codec builds them; JSON carries them as strings.
-                let elements = crate::codec::classify::bytes_elements(b).ok_or_else(|| {
+                let elements = bytes_elements(b).ok_or_else(|| {
                     serde::ser::Error::custom("BYTES data is not length-prefixed elements")
                 })?;
                 let mut seq = s.serialize_seq(Some(elements.len()))?;
@@ -233,6 +256,16 @@ impl Serialize for RawData<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn bytes_elements_round_trip_and_reject_truncation() {
+        let mut b = Vec::new();
+        push_bytes_element(&mut b, b"ab");
+        push_bytes_element(&mut b, b"");
+        assert_eq!(bytes_elements(&b).unwrap(), [&b"ab"[..], &b""[..]]);
+        assert!(bytes_elements(&b[..5]).is_none());
+        assert!(bytes_elements(&[9, 0, 0, 0, 1]).is_none());
+    }
 
     fn enc(v: Value, dt: Datatype, n: usize) -> Result<Vec<u8>, DataError> {
         enc_shaped(v, dt, &[n as u64])

@@ -6,7 +6,8 @@
 //! - [`tensor`]: [`Tensor`] (bytes, shape, datatype), [`TensorSpec`] and [`Signature`].
 //! - [`types`]: request and response bodies exactly as they travel in JSON.
 //! - [`datatype`]: the v2 datatype names, their element sizes, and which have a libtorch kind.
-//! - [`data`]: conversion between JSON `data` arrays (flat or nested) and little-endian tensor bytes,
+//! - [`data`]: conversion between JSON `data` arrays (flat or nested) and little-endian tensor bytes
+//!   (BYTES as length-prefixed elements),
 //!   with the element count checked so that nothing is allocated for a lying `shape`.
 //! - [`exposition`]: the Prometheus text format of `/metrics`, read (the one parser the load tester,
 //!   the server's tests and its benchmark share).

@@ -7,30 +7,8 @@
 use half::{bf16, f16};
 
 use super::CodecError;
+use crate::data::push_bytes_element;
 use crate::{Datatype, Tensor, TensorSpec};
-
-/// A BYTES tensor's bytes: each element as its length (u32, little-endian), then its bytes, as in
-/// the binary tensor data extension and gRPC's raw contents.
-pub fn push_bytes_element(out: &mut Vec<u8>, element: &[u8]) {
-    out.extend_from_slice(&(element.len() as u32).to_le_bytes());
-    out.extend_from_slice(element);
-}
-
-/// The elements of a BYTES tensor's bytes, or `None` when they are not length-prefixed elements.
-pub fn bytes_elements(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut elements = Vec::new();
-    while !bytes.is_empty() {
-        let (len, rest) = bytes.split_first_chunk::<4>()?;
-        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
-        if len > rest.len() {
-            return None;
-        }
-        let (element, rest) = rest.split_at(len);
-        elements.push(element);
-        bytes = rest;
-    }
-    Some(elements)
-}
 
 /// Whether an output of this datatype can be classified (numbers only, as in Triton, which also
 /// refuses BOOL and BYTES; FP16 and BF16 are compared as their f32 values).
@@ -45,21 +23,6 @@ trait Class: Copy + PartialOrd {
     fn text(self) -> String;
 }
 
-macro_rules! int_class {
-    ($($t:ty),*) => {$(
-        impl Class for $t {
-            const SIZE: usize = std::mem::size_of::<$t>();
-            fn read(le: &[u8]) -> Self {
-                <$t>::from_le_bytes(le.try_into().expect("chunk of SIZE bytes"))
-            }
-            fn text(self) -> String {
-                self.to_string()
-            }
-        }
-    )*};
-}
-int_class!(u8, i8, u16, i16, u32, i32, u64, i64);
-
 /// C's `printf("%f")`, which Triton's `std::to_string` is: six decimals, `nan`, `inf`.
 fn c_fixed(v: f64) -> String {
     match v {
@@ -69,24 +32,33 @@ fn c_fixed(v: f64) -> String {
     }
 }
 
-macro_rules! float_class {
-    ($($t:ty => $wide:expr),*) => {$(
+/// Each element type with how Triton prints it: integers as they are, floats as `%f`.
+macro_rules! class {
+    ($($t:ty => $text:expr),* $(,)?) => {$(
         impl Class for $t {
             const SIZE: usize = std::mem::size_of::<$t>();
             fn read(le: &[u8]) -> Self {
                 <$t>::from_le_bytes(le.try_into().expect("chunk of SIZE bytes"))
             }
             fn text(self) -> String {
-                c_fixed($wide(self))
+                $text(self)
             }
         }
     )*};
 }
-float_class!(
-    f32 => f64::from,
-    f64 => |x| x,
-    f16 => |x: f16| f64::from(x.to_f32()),
-    bf16 => |x: bf16| f64::from(x.to_f32())
+class!(
+    u8 => |x: u8| x.to_string(),
+    i8 => |x: i8| x.to_string(),
+    u16 => |x: u16| x.to_string(),
+    i16 => |x: i16| x.to_string(),
+    u32 => |x: u32| x.to_string(),
+    i32 => |x: i32| x.to_string(),
+    u64 => |x: u64| x.to_string(),
+    i64 => |x: i64| x.to_string(),
+    f32 => |x: f32| c_fixed(f64::from(x)),
+    f64 => c_fixed,
+    f16 => |x: f16| c_fixed(f64::from(x.to_f32())),
+    bf16 => |x: bf16| c_fixed(f64::from(x.to_f32())),
 );
 
 /// `out` classified: its `k` greatest elements per row (see the module's doc).
@@ -175,6 +147,7 @@ fn top<T: Class>(row: &[T], k: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::bytes_elements;
 
     fn tensor<T: Copy>(
         datatype: Datatype,
@@ -247,15 +220,5 @@ mod tests {
         let e = classify(&spec, false, 1, &b).unwrap_err();
         assert!(e.to_string().contains("needs a numeric output"), "{e}");
         assert!(!classifiable(Datatype::Bool) && classifiable(Datatype::Fp16));
-    }
-
-    #[test]
-    fn bytes_elements_round_trip_and_reject_truncation() {
-        let mut b = Vec::new();
-        push_bytes_element(&mut b, b"ab");
-        push_bytes_element(&mut b, b"");
-        assert_eq!(bytes_elements(&b).unwrap(), [&b"ab"[..], &b""[..]]);
-        assert!(bytes_elements(&b[..5]).is_none());
-        assert!(bytes_elements(&[9, 0, 0, 0, 1]).is_none());
     }
 }

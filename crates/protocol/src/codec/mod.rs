@@ -6,8 +6,7 @@
 //!   gRPC's tensors as bytes) decoded into one [`Decoded`] value (server), and encoded from tensors
 //!   (client).
 //! - [`response`]: an infer response encoded as JSON or binary (server) and decoded (client).
-//! - [`classify`]: the classification extension (an output's top classes as BYTES), and BYTES
-//!   elements as bytes.
+//! - [`classify`]: the classification extension (an output's top classes as BYTES).
 //! - [`predict`]: the `/predict` shortcut, both ways.
 //!
 //! Every check that can be made before a tensor exists (names, datatypes, shapes, batch size,

@@ -455,7 +455,7 @@ fn classification_answers_top_classes_in_json_and_binary() {
         ])
     );
     assert_eq!(header["outputs"][1]["shape"], json!([2, 1]));
-    let binary = classify::bytes_elements(&e.body[n..]).unwrap();
+    let binary = crate::data::bytes_elements(&e.body[n..]).unwrap();
     assert_eq!(binary, [&b"0.900000:1:one"[..], &b"3.000000:2"[..]]);
 
     for (bad, why) in [
