@@ -9,8 +9,9 @@ use super::ModelConfig;
 /// Most bytes a labels file may hold (ImageNet's 21k labels are under 1 MiB).
 const MAX_LABEL_BYTES: u64 = 16 << 20;
 
-/// Fills each output's `labels` from its `label_filename`; `dir` is the model's folder.
-pub fn read_labels(dir: &Path, config: &mut ModelConfig) -> Result<(), String> {
+/// Fills each output's `labels` from its `label_filename`; `dir` is the model's folder as named,
+/// `real_dir` the same resolved (what the file must stay inside).
+pub fn read_labels(dir: &Path, real_dir: &Path, config: &mut ModelConfig) -> Result<(), String> {
     for spec in &mut config.outputs {
         let Some(file) = &spec.label_filename else {
             continue;
@@ -26,9 +27,6 @@ pub fn read_labels(dir: &Path, config: &mut ModelConfig) -> Result<(), String> {
         let real = path
             .canonicalize()
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let real_dir = dir
-            .canonicalize()
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
         if !real.starts_with(real_dir) {
             return Err(outside());
         }
@@ -59,15 +57,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("torchship-labels-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let real = dir.canonicalize().unwrap();
         let mut config = ModelConfig::parse(CONFIG).unwrap();
-        let err = read_labels(&dir, &mut config).unwrap_err();
+        let err = read_labels(&dir, &real, &mut config).unwrap_err();
         assert!(err.contains("labels.txt"), "{err}");
         std::fs::write(dir.join("labels.txt"), "cat\r\ndog\n\nbird\n").unwrap();
-        read_labels(&dir, &mut config).unwrap();
+        read_labels(&dir, &real, &mut config).unwrap();
         assert_eq!(config.outputs[0].labels, ["cat", "dog", "", "bird"]);
         for bad in ["../labels.txt", "/etc/passwd", "a/b"] {
             config.outputs[0].label_filename = Some(bad.into());
-            let err = read_labels(&dir, &mut config).unwrap_err();
+            let err = read_labels(&dir, &real, &mut config).unwrap_err();
             assert!(
                 err.contains("must name a file in the model's folder"),
                 "{err}"
@@ -75,7 +74,7 @@ mod tests {
         }
         std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).unwrap();
         config.outputs[0].label_filename = Some("link".into());
-        let err = read_labels(&dir, &mut config).unwrap_err();
+        let err = read_labels(&dir, &real, &mut config).unwrap_err();
         assert!(
             err.contains("must name a file in the model's folder"),
             "{err}"

@@ -105,9 +105,8 @@ pub fn read_model(repo: &Path, name: &str) -> Result<ModelSource, String> {
     validate_name(name)?;
     let dir = repo.join(name);
     // A symlinked folder pointing outside the repository is refused as well.
-    let (real_repo, real_dir) = (repo.canonicalize(), dir.canonicalize());
-    match (&real_repo, &real_dir) {
-        (Ok(r), Ok(d)) if d.starts_with(r) => {}
+    let real_dir = match (repo.canonicalize(), dir.canonicalize()) {
+        (Ok(r), Ok(d)) if d.starts_with(&r) => d,
         (_, Err(e)) => return Err(format!("{}: {e}", dir.display())),
         _ => {
             return Err(format!(
@@ -115,13 +114,13 @@ pub fn read_model(repo: &Path, name: &str) -> Result<ModelSource, String> {
                 dir.display()
             ))
         }
-    }
+    };
     let config_path = dir.join("config.toml");
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let mut config =
         ModelConfig::parse(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    labels::read_labels(&dir, &mut config)?;
+    labels::read_labels(&dir, &real_dir, &mut config)?;
     let on_disk: Vec<u64> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok())
