@@ -1,7 +1,8 @@
 //! Triton's own Python clients (`tritonclient[http,grpc]`, installed by scripts/setup.sh) against
 //! the real server: health, metadata, config, inference on `digits` and `mlp` (JSON and binary over
 //! HTTP; raw and typed contents over gRPC), request ids, errors, results equal to in-process
-//! libtorch. The checks live in tests/fixtures/triton_client.py and triton_grpc_client.py.
+//! libtorch. The checks live in tests/fixtures/triton_client.py and triton_grpc_client.py (shared
+//! helpers in checks.py).
 
 mod common;
 
