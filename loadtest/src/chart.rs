@@ -117,11 +117,30 @@ fn top(series: &[Series], side: Side) -> f64 {
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    if max > 0.0 {
-        max * 1.1
-    } else {
-        1.0
+    nice_top(max)
+}
+
+/// Value labels on an axis: what `look` asks plotters for.
+const Y_LABELS: usize = 7;
+
+/// The top of a value axis: 10% above the highest point, rounded up to a multiple of the
+/// 1-2-5 step plotters will pick for [`Y_LABELS`] labels. Without the rounding, plotters' step
+/// ladder leaves some tops with three labels (0, 5, 10 for a top of 14), too few to read a value
+/// off; rounded, an axis carries four to seven and ends on a labelled line.
+fn nice_top(max: f64) -> f64 {
+    if !(max > 0.0 && max.is_finite()) {
+        return 1.0;
     }
+    let want = max * 1.1;
+    let intervals = (Y_LABELS - 1) as f64;
+    let mut step = 10f64.powf((want / intervals).log10().floor());
+    for factor in [1.0, 2.0, 5.0, 10.0] {
+        if (want / (step * factor)).ceil() <= intervals {
+            step *= factor;
+            break;
+        }
+    }
+    (want / step).ceil() * step
 }
 
 /// A tick label without needless decimals: 0, 2.5, 1200, 0.05.
@@ -199,7 +218,7 @@ where
     X: Ranged<ValueType = XT> + ValueFormatter<XT>,
     Y: Ranged<ValueType = YT> + ValueFormatter<YT>,
 {
-    mesh.y_labels(7)
+    mesh.y_labels(Y_LABELS)
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 14))
         .bold_line_style(RGBColor(222, 222, 222))
@@ -223,7 +242,7 @@ fn axes(chart: &mut Dual, p: &Panel, x_desc: Option<&str>) -> Result<(), String>
         chart
             .configure_secondary_axes()
             .y_desc(d.as_str())
-            .y_labels(7)
+            .y_labels(Y_LABELS)
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 14))
             .y_label_formatter(&fmt)
@@ -425,6 +444,29 @@ mod tests {
         assert_eq!(percent_label(100.0), "99%");
         assert_eq!(percent_label(1000.0), "99.9%");
         assert_eq!(percent_label(100_000.0), "99.999%");
+    }
+
+    #[test]
+    fn value_axes_end_on_a_label_and_carry_four_to_seven() {
+        let mut max = 0.001;
+        while max < 1e7 {
+            let top = nice_top(max);
+            let keys = RangedCoordf64::from(0f64..top).key_points(Y_LABELS);
+            assert!(top >= max * 1.1, "{max}: top {top}");
+            assert!(
+                (4..=Y_LABELS).contains(&keys.len()),
+                "{max}: top {top}: {keys:?}"
+            );
+            let last = *keys.last().unwrap();
+            assert!(
+                (last - top).abs() <= top * 1e-9,
+                "{max}: top {top}: {keys:?}"
+            );
+            max *= 1.013;
+        }
+        assert_eq!(nice_top(12.7), 15.0);
+        assert_eq!(nice_top(0.0), 1.0);
+        assert_eq!(nice_top(f64::NAN), 1.0);
     }
 
     #[test]
