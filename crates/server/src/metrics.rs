@@ -77,7 +77,7 @@ impl StatsOnly {
         let entry = map.entry(rows).or_default();
         entry[0] += 1;
         for (total, seconds) in entry[1..].iter_mut().zip(phases) {
-            *total += (seconds * 1e9) as u64;
+            *total += nanos(seconds);
         }
     }
 
@@ -94,6 +94,12 @@ impl StatsOnly {
             .map_or(0, |d| d.as_millis() as u64);
         self.last_inference_ms.store(now, Ordering::Relaxed);
     }
+}
+
+/// Whole nanoseconds in `seconds` (0 for negative or NaN), as the statistics extension reports
+/// times.
+pub fn nanos(seconds: f64) -> u64 {
+    (seconds * 1e9) as u64 // `as` saturates: negative and NaN are 0
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {

@@ -81,11 +81,15 @@ pub fn classify(
         Datatype::Bf16 => rows::<bf16>(spec, batched, k, out),
         Datatype::Fp32 => rows::<f32>(spec, batched, k, out),
         Datatype::Fp64 => rows::<f64>(spec, batched, k, out),
-        other => Err(CodecError::Invalid(format!(
-            "output '{}': classification needs a numeric output, this one is {other}",
-            spec.name
-        ))),
+        other => Err(refused(&spec.name, other)),
     }
+}
+
+/// Why output `name` of this datatype cannot be classified (at decode and at encode alike).
+pub(super) fn refused(name: &str, datatype: Datatype) -> CodecError {
+    CodecError::Invalid(format!(
+        "output '{name}': classification needs a numeric output, this one is {datatype}"
+    ))
 }
 
 fn rows<T: Class>(

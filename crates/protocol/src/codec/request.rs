@@ -323,10 +323,7 @@ fn outputs_by_name(
             let index = position(sig.outputs, w.name, "output")?;
             let spec = &sig.outputs[index];
             if w.classes > 0 && !super::classify::classifiable(spec.datatype) {
-                return Err(CodecError::Invalid(format!(
-                    "output '{}': classification needs a numeric output, this one is {}",
-                    w.name, spec.datatype
-                )));
+                return Err(super::classify::refused(w.name, spec.datatype));
             }
             Ok(OutputChoice {
                 index,

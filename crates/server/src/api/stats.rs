@@ -27,15 +27,11 @@ pub struct Duration {
     pub ns: u64,
 }
 
-fn ns(seconds: f64) -> u64 {
-    (seconds.max(0.0) * 1e9).round() as u64
-}
-
 impl Duration {
     fn of(h: &Histogram) -> Duration {
         Duration {
             count: h.get_sample_count(),
-            ns: ns(h.get_sample_sum()),
+            ns: crate::metrics::nanos(h.get_sample_sum()),
         }
     }
 }
