@@ -9,20 +9,31 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
-# Dependencies alone: the workspace's manifests with stub sources.
+# Dependencies alone: every workspace member's manifest with stub sources (cargo refuses a
+# workspace with one missing; crates/deployer/tests/images.rs keeps this list equal to Cargo.toml's),
+# and the gRPC crate's build script with the .proto it compiles.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/protocol/Cargo.toml crates/protocol/
-COPY crates/server/Cargo.toml crates/server/build.rs crates/server/
+COPY crates/grpc/Cargo.toml crates/grpc/build.rs crates/grpc/
+COPY crates/grpc/proto crates/grpc/proto
+COPY crates/server/Cargo.toml crates/server/
 COPY crates/deployer/Cargo.toml crates/deployer/
+COPY crates/kube-client/Cargo.toml crates/kube-client/
 COPY crates/kube-standin/Cargo.toml crates/kube-standin/
+COPY crates/cluster-e2e/Cargo.toml crates/cluster-e2e/
+COPY crates/browser-check/Cargo.toml crates/browser-check/
 COPY loadtest/Cargo.toml loadtest/
-RUN for d in crates/protocol crates/server crates/deployer crates/kube-standin loadtest; do \
+RUN for d in crates/protocol crates/grpc crates/server crates/deployer crates/kube-client \
+             crates/kube-standin crates/cluster-e2e crates/browser-check loadtest; do \
         mkdir -p "$d/src" && touch "$d/src/lib.rs" && echo 'fn main() {}' > "$d/src/main.rs"; \
     done \
     && cargo build --release --locked -p loadtest
+# The load tester and the crates it uses (sources touched: COPY keeps their older times).
 COPY crates/protocol crates/protocol
+COPY crates/grpc crates/grpc
+COPY crates/kube-client crates/kube-client
 COPY loadtest loadtest
-RUN find crates/protocol loadtest -path '*/src/*.rs' -exec touch {} + \
+RUN find crates loadtest -path '*/src/*.rs' -exec touch {} + \
     && cargo build --release --locked -p loadtest \
     && strip --strip-debug -o /loadtest target/release/loadtest
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 use crate::manifests::{Profile, RenderOptions};
+use crate::tuning::{parse_env, PullPolicy, Tuning};
 
 /// Roll torchship out to the current kube context and explain what blocks the rollout.
 #[derive(Debug, Parser)]
@@ -83,6 +84,29 @@ pub struct Options {
     #[arg(long, global = true, env = "TORCHSHIP_CPU_TARGET")]
     pub cpu_target: Option<i32>,
 
+    /// The server container's CPU request (e.g. 250m): what the HPA's utilisation is measured
+    /// against, and what decides how many replicas fit on a node (default 1, k8s/base).
+    #[arg(long, global = true, env = "TORCHSHIP_CPU_REQUEST")]
+    pub cpu_request: Option<String>,
+
+    /// The server container's memory request (e.g. 768Mi; default 1Gi).
+    #[arg(long, global = true, env = "TORCHSHIP_MEMORY_REQUEST")]
+    pub memory_request: Option<String>,
+
+    /// imagePullPolicy: Never for an image imported into the nodes' runtime (no registry),
+    /// IfNotPresent (the default, with an image pinned by digest) or Always.
+    #[arg(long, global = true, env = "TORCHSHIP_IMAGE_PULL_POLICY", value_enum)]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// An environment variable for the server (NAME=VALUE, repeatable): a server flag
+    /// (TORCHSHIP_MAX_BATCH_SIZE=16), or any value whose change rolls every pod.
+    #[arg(long = "env", global = true, env = "TORCHSHIP_SERVER_ENV", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// The HPA's scale-down stabilization window (default 300s, k8s/base/hpa.yaml; at most 3600s).
+    #[arg(long, global = true, env = "TORCHSHIP_SCALE_DOWN_WINDOW", value_parser = parse_duration)]
+    pub scale_down_window: Option<Duration>,
+
     /// GPUs per pod with --profile gpu.
     #[arg(
         long,
@@ -129,6 +153,13 @@ impl Options {
             max_replicas: self.max_replicas,
             cpu_target: self.cpu_target,
             gpus_per_pod: self.gpus_per_pod,
+            tuning: Tuning {
+                cpu_request: self.cpu_request.clone(),
+                memory_request: self.memory_request.clone(),
+                pull_policy: self.image_pull_policy,
+                env: self.env.clone(),
+                scale_down_window: self.scale_down_window,
+            },
         }
     }
 }
@@ -172,6 +203,37 @@ pub fn parse_image(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's "Options:" line lists every shared flag, and only those.
+    #[test]
+    fn the_readmes_options_line_lists_every_flag() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../../README.md");
+        let line = readme
+            .split("\nOptions: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("README: the Options: paragraph");
+        let mut listed: Vec<&str> = line
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter_map(|w| w.strip_prefix("--"))
+            .map(|w| w.split([' ', '=']).next().unwrap())
+            .collect();
+        listed.sort();
+        let mut flags: Vec<String> = Args::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .filter(|f| f != "help" && f != "version")
+            .collect();
+        flags.sort();
+        assert!(
+            flags.contains(&"image-pull-policy".to_string()),
+            "{flags:?}"
+        );
+        assert_eq!(listed, flags, "README Options: vs the deployer's flags");
+    }
 
     #[test]
     fn no_subcommand_means_apply_and_node_means_pinned() {

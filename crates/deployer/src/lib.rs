@@ -6,6 +6,7 @@
 //! - [`manifests`]: `k8s/base/` embedded and parsed into typed objects; the overlays as typed
 //!   transforms; `render`. [`objects`]: the bundle as the one ordered list apply, diff and delete
 //!   walk.
+//! - [`tuning`]: requests, pull policy, extra env and the scale-down window on top of those.
 //! - [`cluster`]: the client, server-side apply, the node label and taint (read-modify-write).
 //! - [`preflight`]: checks before applying.
 //! - [`rollout`]: waiting with kubectl's rules, and the diagnosis of stuck pods.
@@ -22,6 +23,7 @@ pub mod objects;
 pub mod preflight;
 pub mod rollout;
 pub mod scheduling;
+pub mod tuning;
 
 use std::io::Write;
 

@@ -76,6 +76,8 @@ pub struct RenderOptions {
     pub max_replicas: Option<i32>,
     pub cpu_target: Option<i32>,
     pub gpus_per_pod: u32,
+    /// Requests, pull policy, extra env, scale-down window (tuning.rs).
+    pub tuning: crate::tuning::Tuning,
 }
 
 impl Default for RenderOptions {
@@ -90,6 +92,7 @@ impl Default for RenderOptions {
             max_replicas: None,
             cpu_target: None,
             gpus_per_pod: 1,
+            tuning: Default::default(),
         }
     }
 }
@@ -157,6 +160,7 @@ impl Bundle {
             b.scale_on_queue_depth();
         }
         b.override_scaling(options)?;
+        b.tune(&options.tuning)?;
         if let Some(image) = &options.image {
             b.container_mut().image = Some(image.clone());
         }
@@ -186,7 +190,7 @@ impl Bundle {
         self.deployment.spec.as_ref()?.template.spec.as_ref()
     }
 
-    fn container_mut(&mut self) -> &mut k8s_openapi::api::core::v1::Container {
+    pub(crate) fn container_mut(&mut self) -> &mut k8s_openapi::api::core::v1::Container {
         let pod = self.pod_spec_mut();
         let i = pod
             .containers

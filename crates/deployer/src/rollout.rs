@@ -180,7 +180,14 @@ pub async fn diagnose(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Str
     let mut unschedulable: Vec<(String, Vec<String>)> = Vec::new();
     for pod in list.items.iter().filter(|p| !is_ready(p)) {
         let name = pod.name_any();
-        if let Some(msg) = failed_scheduling(cluster, ns, &name).await? {
+        // A pod the scheduler has placed since keeps its old FailedScheduling event (the first
+        // pod of a pinned apply is created before the node is labelled): not a cause any more.
+        let placed = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+        let msg = match placed {
+            true => None,
+            false => failed_scheduling(cluster, ns, &name).await?,
+        };
+        if let Some(msg) = msg {
             let untolerated = scheduling::untolerated_taints(pod, &nodes);
             for cause in scheduling::explain(&msg, &untolerated) {
                 match unschedulable.iter_mut().find(|(c, _)| *c == cause) {
@@ -240,6 +247,14 @@ async fn container_problems(pods: &Api<Pod>, pod: &Pod) -> Vec<String> {
             Some("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName") => findings.push(format!(
                 "pod {name}: the image {} cannot be pulled ({}). Check the name and tag, the registry credentials (imagePullSecrets), or for kind: kind load docker-image {}",
                 cs.image, waiting.message.clone().unwrap_or_default(), cs.image
+            )),
+            // imagePullPolicy Never: the kubelet only looks in the node's own image store.
+            Some("ErrImageNeverPull") => findings.push(format!(
+                "pod {name}: the image {} is not on node {} and imagePullPolicy is Never (ErrImageNeverPull: {}). Put it into the node's container runtime first: for the local cluster, scripts/image.sh build && scripts/image.sh import; for kind, kind load docker-image {}",
+                cs.image,
+                pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("(unscheduled)"),
+                waiting.message.clone().unwrap_or_default(),
+                cs.image
             )),
             Some("CrashLoopBackOff") => {
                 let params = LogParams { container: Some(cs.name.clone()), previous: true, tail_lines: Some(10), ..Default::default() };

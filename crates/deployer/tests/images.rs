@@ -6,8 +6,11 @@
 //! - the image names and tags that the README's build commands produce are the ones k8s/ and the
 //!   deployer's default render use (server: k8s/base; load tester: the k8s/loadtest Job).
 //!
-//! No Docker engine runs here or in CI, so the images are not built by the tests; what can be
-//! checked without one is checked here, and the ldd-derived library list in the server's tests.
+//! - the Dockerfile's dependency layer copies every workspace member.
+//!
+//! No Docker engine runs here or in CI; the image is built with BuildKit by scripts/image.sh and run
+//! on the local cluster's real node (crates/cluster-e2e/tests/real_node.rs). What can be checked
+//! without building is checked here, and the ldd-derived library list in the server's tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -185,6 +188,54 @@ fn hadolint_passes_on_both_dockerfiles() {
                 "{file}: no blanket ignores"
             );
         }
+    }
+}
+
+/// Cargo refuses to build a workspace with a member missing, so the dependency layer of each
+/// Dockerfile must copy every member's manifest and make a stub for each (found when the server
+/// image was first really built: four members added since had been left out of both files).
+#[test]
+fn each_dockerfiles_dependency_layer_has_every_workspace_member() {
+    let cargo = read("Cargo.toml");
+    let list = cargo
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("members = ["))
+        .and_then(|l| l.strip_suffix(']'))
+        .expect("members = [...] on one line of Cargo.toml");
+    let mut members: Vec<String> = list
+        .split(',')
+        .map(|m| m.trim().trim_matches('"').to_string())
+        .collect();
+    members.sort();
+    for file in ["docker/Dockerfile", "docker/loadtest.Dockerfile"] {
+        let dockerfile = read(file);
+        let mut copied: Vec<String> = dockerfile
+            .lines()
+            .filter_map(|l| l.strip_prefix("COPY "))
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|w| w.strip_suffix("/Cargo.toml"))
+            .map(str::to_string)
+            .collect();
+        copied.sort();
+        assert_eq!(
+            copied, members,
+            "{file}: COPY <member>/Cargo.toml lines vs Cargo.toml's members"
+        );
+        let stubs = dockerfile
+            .split("RUN for d in ")
+            .nth(1)
+            .and_then(|rest| rest.split("; do").next())
+            .expect("the stub loop");
+        let mut stubbed: Vec<String> = stubs
+            .split_whitespace()
+            .filter(|w| *w != "\\")
+            .map(str::to_string)
+            .collect();
+        stubbed.sort();
+        assert_eq!(
+            stubbed, members,
+            "{file}: the stub loop vs Cargo.toml's members"
+        );
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use deployer::manifests::{Bundle, Profile, RenderOptions};
+use deployer::tuning::{PullPolicy, Tuning};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -160,6 +161,13 @@ fn every_render_variant_passes_strict_schema_validation() {
             max_replicas: Some(20),
             cpu_target: Some(60),
             gpus_per_pod: 2,
+            tuning: Tuning {
+                cpu_request: Some("150m".into()),
+                memory_request: Some("768Mi".into()),
+                pull_policy: Some(PullPolicy::Never),
+                env: vec![("TORCHSHIP_MAX_BATCH_SIZE".into(), "16".into())],
+                scale_down_window: Some(std::time::Duration::from_secs(30)),
+            },
         },
     ));
     for (i, (_, options)) in all.iter().enumerate() {
