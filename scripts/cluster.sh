@@ -1,34 +1,40 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on this machine, for the tests and for people, with no Docker and
-# no download but the Go module proxy:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built from Go modules), kwok
-#   (simulated kubelets: nodes are API objects, their pods become Running/Ready but run nothing) and
-#   metrics-server (real resource metrics from kwok's emulated usage, so the real HPA controller scales).
-# Every process runs inside a private network namespace that has only loopback, and listens on
-# 127.0.0.1 only: no process of the cluster, or of a client started with `exec`, can send a packet
-# off the machine (pod IPs and ClusterIPs are fake private-range addresses nobody may dial).
+# A real Kubernetes cluster on this machine, for the tests and for people, with no Docker and no
+# download but the Go module proxy:
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built from Go modules);
+#   one real node, real-cpu-1: kubelet, containerd 2 + runc, CNI bridge networking and kube-proxy
+#   (pods there run real containers; scripts/image.sh builds and imports the server's image);
+#   kwok (simulated kubelets: kwok-* nodes are API objects, their pods become Running/Ready but run
+#   nothing) and metrics-server (real pod CPU from the real kubelet, kwok's emulated usage for kwok's
+#   pods, so the real HPA controller scales either way).
+# Every process runs inside a private network namespace with no route out: loopback, the node's
+# address (10.200.0.1) on a veth (tsnode0), and the pods' bridge (10.245.0.0/24). Listeners are on
+# 127.0.0.1, but for the kubelet on the node's address; nothing of the cluster, or of a client
+# started with `exec`, can send a packet off the machine. Pod IPs and ClusterIPs are dialled only
+# from inside the namespace.
 #
 #   scripts/cluster.sh build            build the binaries (once per version, cached outside the tree)
 #   scripts/cluster.sh up               build if needed, start, create the nodes, wait until Ready
 #   scripts/cluster.sh exec CMD...      run CMD in the cluster's namespace, KUBECONFIG set, kubectl on PATH
 #   scripts/cluster.sh kubeconfig       print the admin kubeconfig's path
 #   scripts/cluster.sh status           processes, nodes, metrics API
+#   scripts/cluster.sh restart-containerd
+#                                       (re)start the real node's containerd (e.g. after it was killed)
 #   scripts/cluster.sh cpu-usage NS SELECTOR CPU
 #                                       emulated CPU usage for the matching pods (e.g. 400m each)
 #   scripts/cluster.sh down             stop exactly the processes `up` started, remove the state
 #
-# Nodes: kwok-cpu-1, kwok-cpu-2 (CPU only) and kwok-gpu-1 (nvidia.com/gpu: 2, label
-# nvidia.com/gpu.present=true, taint nvidia.com/gpu=present:NoSchedule), each with InternalIP 127.0.0.1.
+# Nodes: real-cpu-1 (real, InternalIP 10.200.0.1), kwok-cpu-1, kwok-cpu-2 (CPU only) and kwok-gpu-1
+# (nvidia.com/gpu: 2, label nvidia.com/gpu.present=true, taint nvidia.com/gpu=present:NoSchedule),
+# the kwok nodes with InternalIP 127.0.0.1.
 # State (certificates, kubeconfigs, logs, pids): $TORCHSHIP_CLUSTER_DIR, default .cluster/ in the tree.
 # Binaries: ${XDG_CACHE_HOME:-~/.cache}/torchship/cluster/<tool>-<version>/. Needs root (network
-# namespaces), Go >= 1.26, openssl and iproute2.
+# namespaces, cgroups, mounts), Go >= 1.26 with gcc (runc uses cgo), libseccomp-dev, openssl,
+# iproute2, iptables and conntrack; `up` names whatever is missing before it starts anything.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-k8s_version=v1.36.3
-etcd_version=v3.6.16
-kwok_version=v0.8.0
-metrics_server_version=v0.8.0
+. "$root/scripts/cluster/versions.sh"
 bin_cache=${XDG_CACHE_HOME:-$HOME/.cache}/torchship/cluster
 state=${TORCHSHIP_CLUSTER_DIR:-$root/.cluster}
 apiserver_port=6443
@@ -43,6 +49,7 @@ die() {
 }
 . "$root/scripts/cluster/build.sh"
 . "$root/scripts/cluster/pki.sh"
+. "$root/scripts/cluster/node.sh"
 
 kube_bin="$bin_cache/kubernetes-$k8s_version"
 kubectl_admin() { ip netns exec "$netns" "$kube_bin/kubectl" --kubeconfig "$state/admin.kubeconfig" "$@"; }
@@ -63,7 +70,7 @@ start() {
 alive() { # alive NAME: the recorded process still runs the binary we started
     local pid
     pid=$(cat "$state/pids/$1" 2>/dev/null) || return 1
-    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$bin_cache"
+    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$bin_cache"
 }
 
 # wait_for WHAT SECONDS CMD...: polls CMD until it succeeds; names WHAT and the logs when it does not.
@@ -147,7 +154,7 @@ start_metrics() {
     local p="$state/pki" ms="$state/metrics-server.kubeconfig"
     kwok_config >"$state/kwok.yaml"
     start kwok "$bin_cache/kwok-$kwok_version/kwok" --kubeconfig "$state/kwok.kubeconfig" \
-        --config "$state/kwok.yaml" --manage-all-nodes --node-ip 127.0.0.1 --node-port $kwok_port \
+        --config "$state/kwok.yaml" --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake --node-ip 127.0.0.1 --node-port $kwok_port \
         --server-address "127.0.0.1:$kwok_port" --cidr 10.244.0.0/16 --node-lease-duration-seconds 40 \
         --tls-cert-file "$p/kwok-serving.crt" --tls-private-key-file "$p/kwok-serving.key"
     start metrics-server "$bin_cache/metrics-server-$metrics_server_version/metrics-server" \
@@ -181,7 +188,9 @@ cmd_up() {
     [ "$(id -u)" = 0 ] || die "needs root: the cluster runs in a network namespace of its own (ip netns)"
     command -v ip >/dev/null 2>&1 || die "ip not found (Debian/Ubuntu: apt-get install iproute2)"
     command -v curl >/dev/null 2>&1 || die "curl not found (Debian/Ubuntu: apt-get install curl)"
+    node_preflight
     build_all
+    pause_archive
     [ -d "$state" ] && cmd_down
     local t0=$SECONDS
     mkdir -p "$state/pids" "$state/logs"
@@ -197,6 +206,9 @@ cmd_up() {
     start_controllers
     start_metrics
     create_nodes
+    start_node
+    wait_for "$node_name (Ready, containerd)" 180 kubectl_admin wait --for condition=Ready "node/$node_name" --timeout 1s
+    wait_for "$node_name (not-ready taint lifted)" 60 nodes_schedulable
     touch "$state/up"
     say "up in $((SECONDS - t0)) s: Kubernetes $k8s_version, namespace $netns; scripts/cluster.sh exec kubectl get nodes"
 }
@@ -207,7 +219,8 @@ cmd_down() {
         # The metrics APIService first: one registered but down stalls discovery and namespace deletion.
         kubectl_admin delete apiservice v1beta1.metrics.k8s.io --ignore-not-found --timeout 10s >/dev/null 2>&1 || true
     fi
-    local order="metrics-server kwok kube-scheduler kube-controller-manager kube-apiserver etcd" name pid
+    stop_node
+    local order="kube-proxy containerd metrics-server kwok kube-scheduler kube-controller-manager kube-apiserver etcd" name pid
     for name in $order; do
         alive "$name" && kill -TERM "$(cat "$state/pids/$name")" 2>/dev/null || true
     done
@@ -216,8 +229,10 @@ cmd_down() {
         while alive "$name" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
         alive "$name" && { say "$name did not stop on SIGTERM; SIGKILL"; kill -KILL "$(cat "$state/pids/$name")" || true; }
     done
+    unmount_under_state
     local ns
     ns=$(cat "$state/netns" 2>/dev/null || true)
+    # The node's veth pair, the pods' bridge and the veths go with the namespace.
     [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null || true
     rm -rf "$state"
     say "down"
@@ -233,13 +248,14 @@ cmd_exec() {
 cmd_status() {
     [ -d "$state" ] || { say "not up"; return 1; }
     local name
-    for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server; do
+    for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server containerd kubelet kube-proxy; do
         if alive "$name"; then echo "$name: running (pid $(cat "$state/pids/$name"))"; else echo "$name: NOT running"; fi
     done
     echo "network namespace: $netns; listeners:"
     in_ns ss -ltnH | awk '{print "  " $4}'
     kubectl_admin get nodes -o wide
     kubectl_admin get apiservice v1beta1.metrics.k8s.io
+    echo "mounts under $state: $(findmnt -rn -o TARGET | grep -c "^$state/" || true)"
 }
 
 cmd_cpu_usage() {
@@ -255,6 +271,12 @@ down) cmd_down ;;
 exec) shift && cmd_exec "$@" ;;
 kubeconfig) echo "$state/admin.kubeconfig" ;;
 status) cmd_status ;;
+restart-containerd)
+    [ -f "$state/up" ] || die "the cluster is not up (scripts/cluster.sh up)"
+    if alive containerd; then kill -TERM "$(cat "$state/pids/containerd")"; fi
+    while alive containerd; do sleep 0.2; done
+    start_containerd
+    ;;
 cpu-usage) shift && cmd_cpu_usage "$@" ;;
 *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2 && exit 2 ;;
 esac

@@ -13,7 +13,11 @@
 #      from torch's), for the policy check of every `deployer render` variant;
 #   6. Chromium (Debian's `chromium` package, through apt-get when run as root) for the tests that
 #      open the HTML load-test reports in a headless browser; without root or apt-get it says what
-#      to install, and those tests say they were skipped (in CI they fail).
+#      to install, and those tests say they were skipped (in CI they fail);
+#   7. the real cluster node's system tools from Debian (through apt-get when run as root):
+#      iptables and conntrack for kube-proxy, libseccomp-dev and pkg-config for runc's cgo build,
+#      mmdebstrap for the image's Debian base root filesystems; scripts/cluster.sh and
+#      scripts/image.sh check for each and name what is missing.
 # Each step is skipped when its stamp matches, so a second run on a ready machine takes seconds.
 set -euo pipefail
 
@@ -143,4 +147,23 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 else
     say "chromium not found and not installable here (needs root and apt-get): the HTML report"
     say "tests will be skipped; install it with 'sudo apt-get install chromium' (Debian/Ubuntu)"
+fi
+
+# --- 7. the real node's and the image build's system tools ---------------------------------------
+node_missing=""
+for pair in iptables:iptables conntrack:conntrack mmdebstrap:mmdebstrap pkg-config:pkg-config; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || node_missing="$node_missing ${pair#*:}"
+done
+[ -e /usr/include/seccomp.h ] || node_missing="$node_missing libseccomp-dev"
+if [ -z "$node_missing" ]; then
+    say "node tools ready (iptables, conntrack, libseccomp-dev, pkg-config, mmdebstrap)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's$node_missing (apt-get) for the real cluster node and the image build"
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086 # one word per package
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends $node_missing; } >&2 ||
+        die "apt-get install$node_missing failed (it needs Debian's package mirrors)"
+else
+    say "not installable here (needs root and apt-get):$node_missing; scripts/cluster.sh up"
+    say "will stop naming what is missing (Debian/Ubuntu: 'sudo apt-get install$node_missing')"
 fi

@@ -11,7 +11,8 @@
 # build_in_wrapper NAME VERSION OUT LDFLAGS: a scratch module with go.mod = $go_line plus
 # $wrapper_extra (godebug/require/replace lines), `go get -tool` of each package in $wrapper_tools
 # at VERSION (so each tool's requires come at the versions its own go.mod asks for), then one
-# go build of them all into OUT.
+# go build of them all into OUT. $wrapper_cgo (default 0) and $wrapper_tags (default upstream
+# Kubernetes' "selinux,notest") set CGO_ENABLED and the build tags.
 build_in_wrapper() {
     local name=$1 version=$2 out=$3 ldflags=$4
     local work="$bin_cache/src/$name-$version"
@@ -24,7 +25,7 @@ build_in_wrapper() {
         cd "$work"
         for pkg in $wrapper_tools; do go get -tool "$pkg@$version"; done
         go mod tidy
-        CGO_ENABLED=0 go build -trimpath -tags selinux,notest -ldflags "$ldflags" \
+        CGO_ENABLED=${wrapper_cgo:-0} go build -trimpath -tags "${wrapper_tags:-selinux,notest}" -ldflags "$ldflags" \
             -o "$out.partial/" $wrapper_tools
     ) >"$bin_cache/build-$name.log" 2>&1 || {
         tail -n 30 "$bin_cache/build-$name.log" >&2
@@ -41,7 +42,7 @@ go_mod_file() { # go_mod_file MODULE VERSION: the path of that module version's 
 
 build_kubernetes() {
     local out="$bin_cache/kubernetes-$k8s_version"
-    [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && return 0
+    [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && [ -x "$out/kubelet" ] && [ -x "$out/kube-proxy" ] && return 0
     local gomod
     gomod=$(go_mod_file k8s.io/kubernetes "$k8s_version") && [ -f "$gomod" ] ||
         die "the Go module proxy did not serve k8s.io/kubernetes@$k8s_version"
@@ -56,7 +57,8 @@ replace (
 $(for m in $staging; do printf '\t%s => %s v0.%s.%s\n' "$m" "$m" "$minor" "$patch"; done)
 )"
     wrapper_tools="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
+        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+        k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy"
     # The version ldflags of upstream's hack/lib/version.sh: without them /version says v0.0.0-master.
     local ld="" pkg
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -96,6 +98,58 @@ build_metrics_server() {
     build_in_wrapper metrics-server "$metrics_server_version" "$out" "-s -w"
 }
 
+# The real node's parts. Each module's own go line (they need newer Go than Kubernetes does).
+build_module_tools() { # build_module_tools NAME MODULE VERSION OUT PACKAGES...
+    local name=$1 module=$2 version=$3 out=$4 gomod
+    shift 4
+    gomod=$(go_mod_file "$module" "$version") && [ -f "$gomod" ] ||
+        die "the Go module proxy did not serve $module@$version"
+    go_line=$(sed -n 's/^go //p' "$gomod") wrapper_extra="" wrapper_tools="$*"
+    build_in_wrapper "$name" "$version" "$out" "${wrapper_ldflags:--s -w}"
+}
+
+build_containerd() {
+    local out="$bin_cache/containerd-$containerd_version" m=github.com/containerd/containerd/v2
+    [ -x "$out/containerd" ] && [ -x "$out/containerd-shim-runc-v2" ] && [ -x "$out/ctr" ] && return 0
+    # Static, as upstream releases it (the btrfs snapshotter, which needs cgo, is left out).
+    wrapper_ldflags="-s -w -X $m/version.Version=$containerd_version -X $m/version.Revision=torchship-local-build" \
+        build_module_tools containerd "$m" "$containerd_version" "$out" \
+        "$m/cmd/containerd" "$m/cmd/containerd-shim-runc-v2" "$m/cmd/ctr"
+}
+
+build_runc() {
+    local out="$bin_cache/runc-$runc_version"
+    [ -x "$out/runc" ] && return 0
+    # runc needs cgo for its nsenter part and libseccomp for seccomp profiles (RuntimeDefault).
+    command -v "${CC:-gcc}" >/dev/null 2>&1 ||
+        die "runc is built with cgo and needs a C compiler: apt-get install gcc"
+    pkg-config --exists libseccomp 2>/dev/null ||
+        die "runc needs libseccomp's headers for seccomp profiles: apt-get install libseccomp-dev pkg-config"
+    wrapper_cgo=1 wrapper_tags="seccomp urfave_cli_no_docs" \
+        wrapper_ldflags="-s -w -X main.version=${runc_version#v} -X main.gitCommit=torchship-local-build" \
+        build_module_tools runc github.com/opencontainers/runc "$runc_version" "$out" github.com/opencontainers/runc
+}
+
+build_cni_plugins() {
+    local out="$bin_cache/cni-plugins-$cni_version" m=github.com/containernetworking/plugins/plugins
+    [ -x "$out/bridge" ] && [ -x "$out/host-local" ] && [ -x "$out/loopback" ] && [ -x "$out/portmap" ] && return 0
+    build_module_tools cni-plugins github.com/containernetworking/plugins "$cni_version" "$out" \
+        "$m/main/bridge" "$m/main/loopback" "$m/ipam/host-local" "$m/meta/portmap"
+}
+
+build_crictl() {
+    local out="$bin_cache/cri-tools-$crictl_version"
+    [ -x "$out/crictl" ] && return 0
+    build_module_tools cri-tools sigs.k8s.io/cri-tools "$crictl_version" "$out" sigs.k8s.io/cri-tools/cmd/crictl
+}
+
+build_buildkit() {
+    local out="$bin_cache/buildkit-$buildkit_version" m=github.com/moby/buildkit
+    [ -x "$out/buildkitd" ] && [ -x "$out/buildctl" ] && return 0
+    wrapper_ldflags="-s -w -X $m/version.Version=$buildkit_version -X $m/version.Revision=torchship-local-build" \
+        build_module_tools buildkit "$m" "$buildkit_version" "$out" "$m/cmd/buildkitd" "$m/cmd/buildctl"
+}
+
 build_all() {
     command -v go >/dev/null 2>&1 ||
         die "go not found: the local cluster is built from Go modules (Go >= 1.26; Debian: the golang package of 1.26 or newer, or https://go.dev/dl)"
@@ -104,4 +158,8 @@ build_all() {
     build_kwok
     build_metrics_server
     build_kubernetes
+    build_containerd
+    build_runc
+    build_cni_plugins
+    build_crictl
 }

@@ -1,5 +1,6 @@
 # The local cluster's certificates and kubeconfigs (openssl); sourced by scripts/cluster.sh, which
-# sets $state. Everything is for 127.0.0.1 only and lives in $state/pki, made anew by every `up`.
+# sets $state. Everything is for 127.0.0.1 (and the real node's own address in the cluster's network
+# namespace) only and lives in $state/pki, made anew by every `up`.
 
 # cert NAME CN [O] [SAN]: a key and a certificate signed by $ca (default: the cluster CA).
 cert() {
@@ -66,10 +67,15 @@ make_pki() {
     cert metrics-server metrics-server system:masters
     # kwok serves the nodes' kubelet endpoints (metrics) on 127.0.0.1; metrics-server verifies it.
     cert kwok-serving kwok "" "$local_sans"
+    # The real node: kubelet's own identity (the Node authorizer's system:node:<name>), the serving
+    # certificate metrics-server verifies at the node's address, and kube-proxy's identity.
+    cert kubelet "system:node:$node_name" system:nodes
+    cert kubelet-serving "$node_name" "" "IP:$node_ip,DNS:$node_name"
+    cert kube-proxy system:kube-proxy
     ca=front-proxy-ca cert front-proxy-client front-proxy-client
     openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
     openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
-    for who in admin controller-manager scheduler kwok metrics-server; do
+    for who in admin controller-manager scheduler kwok metrics-server kubelet kube-proxy; do
         kubeconfig "$state/$who.kubeconfig" "$who"
     done
 }

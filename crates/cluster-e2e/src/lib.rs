@@ -66,6 +66,17 @@ pub fn env() -> Option<Env> {
     })
 }
 
+/// The server image `scripts/image.sh build` made and `import` put into the real node's
+/// containerd (`name@sha256:…`), which scripts/test.sh passes as TORCHSHIP_SERVER_IMAGE.
+pub fn server_image() -> String {
+    std::env::var("TORCHSHIP_SERVER_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "TORCHSHIP_SERVER_IMAGE is not set: scripts/test.sh builds and imports the image \
+             (scripts/image.sh build && scripts/image.sh import) and sets it to scripts/image.sh ref"
+        )
+    })
+}
+
 /// One test at a time: they label and taint the same nodes.
 pub fn lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -234,7 +245,7 @@ pub fn clean(ns: &str) {
         "--timeout",
         "90s",
     ]);
-    for node in ["kwok-cpu-1", "kwok-cpu-2", "kwok-gpu-1"] {
+    for node in ["kwok-cpu-1", "kwok-cpu-2", "kwok-gpu-1", "real-cpu-1"] {
         let _ = kubectl(&["label", "node", node, "role-"]);
         let _ = kubectl(&["taint", "node", node, "role:NoSchedule-"]);
     }

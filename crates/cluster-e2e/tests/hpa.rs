@@ -13,6 +13,9 @@ use std::time::Duration;
 use cluster_e2e::{clean, env, eventually, kubectl_json, kubectl_ok, lock, pods, Env, SERVER_PODS};
 use serde_json::Value;
 
+/// A kwok node: these pods must not land on the real node, where they would start containers of
+/// an image nobody built for this test.
+const KWOK_NODE: &str = "kwok-cpu-2";
 const NS: &str = "ts-hpa";
 
 fn hpa() -> Value {
@@ -83,7 +86,8 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
     let Some(env) = env() else { return };
     let _turn = lock();
     clean(NS);
-    env.deployer(NS, &["apply"]).expect_code(0, "apply");
+    env.deployer(NS, &["apply", "--node", KWOK_NODE])
+        .expect_code(0, "apply");
     eventually("3 pods Ready", Duration::from_secs(90), || {
         let p = pods(NS, SERVER_PODS);
         (p.len() == 3 && p.iter().all(|(_, _, _, ready)| *ready)).then_some(())
@@ -227,5 +231,6 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
         eprintln!("hpa: report screenshot {}", png.display());
     }
     std::fs::remove_dir_all(&out).ok();
-    env.deployer(NS, &["delete"]).expect_code(0, "delete");
+    env.deployer(NS, &["delete", "--node", KWOK_NODE])
+        .expect_code(0, "delete");
 }

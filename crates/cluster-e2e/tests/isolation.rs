@@ -1,7 +1,9 @@
 //! The cluster cannot send a packet off the machine: these tests run in its network namespace,
-//! which has only `lo` and no route, and every TCP listener in it (etcd, the API server, the
-//! controllers, kwok, metrics-server) is bound to 127.0.0.1. Read from the kernel's own tables
-//! (/proc/net is per network namespace), not from what the processes were told.
+//! which has only loopback, the real node's veth pair (tsnode0, with its address 10.200.0.1, and tsnode1), the pods'
+//! bridge and the pods' veths, and no default route: every route leads to one of those. Every TCP
+//! listener in it (etcd, the API server, the controllers, kwok, metrics-server, containerd,
+//! kube-proxy) is bound to 127.0.0.1, but for the real kubelet on the node's address. Read from the
+//! kernel's own tables (/proc/net is per network namespace), not from what the processes were told.
 
 use cluster_e2e::{env, kubectl_json};
 
@@ -24,29 +26,52 @@ fn listeners(file: &str) -> Vec<(String, u16)> {
 }
 
 #[test]
-fn only_loopback_and_every_listener_on_127_0_0_1() {
+fn no_route_out_and_every_listener_on_127_0_0_1_or_the_node() {
     let Some(_env) = env() else { return };
     let links: Vec<String> = std::fs::read_dir("/sys/class/net")
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(links, ["lo"], "the namespace has only loopback");
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap();
-    assert_eq!(
-        routes.lines().count(),
-        1,
-        "no IPv4 route besides loopback's own:\n{routes}"
+    for link in &links {
+        assert!(
+            ["lo", "tsnode0", "tsnode1", "tspod0"].contains(&link.as_str())
+                || link.starts_with("veth"),
+            "an interface that is not the cluster's own: {link} (all: {links:?})"
+        );
+    }
+    assert!(
+        links.iter().any(|l| l == "tsnode0"),
+        "the real node's interface: {links:?}"
     );
+    // Iface, Destination, Gateway, Flags, ..., Mask: no default route, no gateway, and every route
+    // to the node's veth or the pods' bridge.
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap();
+    for r in routes.lines().skip(1) {
+        let cols: Vec<&str> = r.split_whitespace().collect();
+        assert!(
+            ["tsnode0", "tspod0"].contains(&cols[0]),
+            "a route through {}:\n{routes}",
+            cols[0]
+        );
+        assert_ne!(cols[1], "00000000", "a default route:\n{routes}");
+        assert_eq!(cols[2], "00000000", "a route through a gateway:\n{routes}");
+    }
 
     let v4 = listeners("tcp");
     // 0100007F is 127.0.0.1 in the kernel's little-endian hex.
     let ports: Vec<u16> = v4.iter().map(|(_, p)| *p).collect();
-    for port in [2379, 6443, 10257, 10259, 10250, 4443] {
+    // etcd, API server, controller-manager, scheduler, kwok, metrics-server, kube-proxy.
+    for port in [2379, 6443, 10257, 10259, 10250, 4443, 10249, 10256] {
         assert!(ports.contains(&port), "nothing listens on {port}: {v4:?}");
     }
+    // 0100C80A is the real node's 10.200.0.1: only its kubelet (10250) listens there.
+    assert!(
+        v4.contains(&("0100C80A".into(), 10250)),
+        "the real kubelet: {v4:?}"
+    );
     for (addr, port) in &v4 {
-        assert_eq!(
-            addr, "0100007F",
+        assert!(
+            addr == "0100007F" || (addr == "0100C80A" && *port == 10250),
             "port {port} listens on {addr}, not 127.0.0.1"
         );
     }
@@ -58,7 +83,8 @@ fn only_loopback_and_every_listener_on_127_0_0_1() {
         );
     }
 
-    // Every node's address is loopback: metrics-server scrapes kwok there, nowhere else.
+    // Every kwok node's address is loopback (metrics-server scrapes kwok there); the real node's is
+    // its own address in this namespace.
     let nodes = kubectl_json(&["get", "nodes"]);
     for n in nodes["items"].as_array().unwrap() {
         let internal = n["status"]["addresses"]
@@ -67,11 +93,13 @@ fn only_loopback_and_every_listener_on_127_0_0_1() {
             .iter()
             .find(|a| a["type"] == "InternalIP")
             .unwrap();
-        assert_eq!(
-            internal["address"], "127.0.0.1",
-            "{}",
-            n["metadata"]["name"]
-        );
+        let name = n["metadata"]["name"].as_str().unwrap();
+        let want = if name == "real-cpu-1" {
+            "10.200.0.1"
+        } else {
+            "127.0.0.1"
+        };
+        assert_eq!(internal["address"], want, "{name}");
     }
     let version = kubectl_json(&["version"]);
     assert_eq!(

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use cluster_e2e::{clean, env, eventually, kubectl, kubectl_json, kubectl_ok, lock};
 
+/// A kwok node: these pods must not land on the real node, where they would start containers of
+/// an image nobody built for this test.
+const KWOK_NODE: &str = "kwok-cpu-2";
 const NS: &str = "ts-nometrics";
 
 #[test]
@@ -17,7 +20,7 @@ fn without_metrics_the_hpa_is_unknown_and_the_deployer_says_why() {
     let apiservice = env.root.join("scripts/cluster/metrics-apiservice.yaml");
     kubectl_ok(&["delete", "apiservice", "v1beta1.metrics.k8s.io"]);
 
-    let applied = env.deployer(NS, &["apply"]);
+    let applied = env.deployer(NS, &["apply", "--node", KWOK_NODE]);
     let text = applied.text();
     let restore = || {
         kubectl_ok(&["apply", "-f", apiservice.to_str().unwrap()]);
@@ -67,5 +70,6 @@ fn without_metrics_the_hpa_is_unknown_and_the_deployer_says_why() {
         status.contains("the HPA gets no CPU metrics") && status.contains("metrics-server"),
         "status explains the <unknown> and the fix:\n{status}"
     );
-    env.deployer(NS, &["delete"]).expect_code(0, "delete");
+    env.deployer(NS, &["delete", "--node", KWOK_NODE])
+        .expect_code(0, "delete");
 }
