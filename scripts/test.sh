@@ -2,9 +2,11 @@
 # Sets up (idempotent) and runs every test of the workspace:
 #   1. unit tests and the end-to-end tests, which start real servers on 127.0.0.1:0 with the real
 #      demo models, and the deployer's and load tester's tests against the scripted stand-in API;
-#   2. the real-cluster tests (crates/cluster-e2e): scripts/cluster.sh starts a real control plane
-#      in a network namespace of its own (built from Go modules on first use, then cached), the tests
-#      run inside that namespace, and the cluster is stopped at the end. Without Go or root they are
+#   2. the real-cluster tests (crates/cluster-e2e): scripts/image.sh builds the server's image from
+#      docker/Dockerfile with BuildKit, scripts/cluster.sh starts a real control plane and a real
+#      node (kubelet, containerd) in a network namespace of its own (all built from Go modules on
+#      first use, then cached), the image is imported into the node's containerd, the tests run
+#      inside that namespace, and the cluster is stopped at the end. Without Go or root they are
 #      skipped with a message saying what is missing; in CI (CI set) that is a failure.
 # Arguments go to both `cargo test` runs (e.g. a test name filter).
 set -euo pipefail
@@ -35,8 +37,14 @@ export TORCHSHIP_CLUSTER_DIR="$root/target/cluster-test"
 # `cargo build -p ...` would only rebuild them with other feature unification).
 cargo test --locked -p cluster-e2e --no-run "$@"
 t0=$SECONDS
+scripts/image.sh build
+echo "test: image built in $((SECONDS - t0)) s" >&2
+t0=$SECONDS
 trap 'scripts/cluster.sh down' EXIT
 scripts/cluster.sh up
 echo "test: cluster up in $((SECONDS - t0)) s" >&2
-scripts/cluster.sh exec cargo test --locked -p cluster-e2e --no-fail-fast "$@" || status=$?
+scripts/image.sh import
+image=$(scripts/image.sh ref)
+scripts/cluster.sh exec env TORCHSHIP_SERVER_IMAGE="$image" \
+    cargo test --locked -p cluster-e2e --no-fail-fast "$@" || status=$?
 exit "$status"
