@@ -134,6 +134,13 @@ cmd_build() {
     command -v go >/dev/null 2>&1 || die "go not found: buildkitd, buildctl and runc are built from Go modules (Go >= 1.26)"
     local t0=$SECONDS
     mkdir -p "$bin_cache" "$cache"
+    # Free space first, not an ENOSPC at the end: BuildKit's cache holds ~26 GB after the first
+    # build (the torch wheel, cargo's target, the libraries twice), the archive ~2.6 GB more.
+    local free_gb need_gb=8
+    [ -d "$cache/buildkit/root" ] || need_gb=35
+    free_gb=$(($(df -Pk "$cache" | awk 'NR == 2 {print $4}') / 1048576))
+    [ "$free_gb" -ge "$need_gb" ] ||
+        die "$free_gb GB free on the filesystem of $cache: the build needs about $need_gb GB (about 35 GB the first time, for BuildKit's cache)"
     build_runc
     build_buildkit
     local rust_digest cpu_digest
@@ -141,6 +148,7 @@ cmd_build() {
     buildkitd_start
     say "building docker/Dockerfile (VARIANT=cpu) with BuildKit $buildkit_version (log: $cache/build.log)"
     local tag="$image_name:0.1.0-cpu" out="$cache/server.oci.tar"
+    rm -f "$out" "$out.partial" "$cache/ref" # one archive on disk at a time
     "$bin_cache/buildkit-$buildkit_version/buildctl" --addr "unix://$sock" build --progress plain \
         --frontend dockerfile.v0 --local context="$root" --local dockerfile="$root/docker" \
         --opt filename=Dockerfile --opt cmdline=dockerfile.v0 \
