@@ -5,7 +5,8 @@
 //! - [`Env`]: where the cluster is (its state dir and admin kubeconfig) and where the workspace's
 //!   built binaries are; [`env`] skips loudly outside the cluster's namespace, and fails in CI.
 //! - [`kubectl`]/[`kubectl_json`]: the cluster's own kubectl (the version the cluster runs).
-//! - [`run`]: a workspace binary with arguments, its exit code and output.
+//! - [`run`]: a workspace binary with arguments, its exit code and output; [`Env::loadtest`] the
+//!   load tester started with its reports, [`interrupt`] to stop it early.
 //! - [`eventually`]: polls real cluster state until a condition holds, with a deadline.
 //! - [`lock`]: the tests share nodes (labels, taints), so they take turns.
 //!
@@ -13,7 +14,7 @@
 //! HPA, metrics, RBAC). They are run by `scripts/test.sh`, never by a plain `cargo test`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,47 @@ impl Env {
         all.extend(args);
         self.run("deployer", &all)
     }
+}
+
+/// Where one load-test run writes its reports.
+pub struct Reports {
+    pub json: PathBuf,
+    pub html: PathBuf,
+}
+
+impl Env {
+    /// Starts `loadtest ARGS` with its JSON and HTML reports in `dir` (made here), the admin
+    /// kubeconfig (for `--watch-hpa`) and its stdout discarded.
+    pub fn loadtest(&self, dir: &Path, args: &[&str]) -> (Child, Reports) {
+        std::fs::create_dir_all(dir).unwrap();
+        let reports = Reports {
+            json: dir.join("report.json"),
+            html: dir.join("report.html"),
+        };
+        let child = Command::new(self.bin_dir.join("loadtest"))
+            .args(args)
+            .arg("--json")
+            .arg(&reports.json)
+            .arg("--html")
+            .arg(&reports.html)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("loadtest");
+        (child, reports)
+    }
+}
+
+/// SIGINT to a child: the load tester stops sending, finishes what is in flight and still writes
+/// its reports (kill(1) is procps's, not on every machine).
+pub fn interrupt(child: &Child) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is the caller's own child's.
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGINT) },
+        0,
+        "SIGINT to {pid}"
+    );
 }
 
 /// The cluster's kubectl (on PATH inside `scripts/cluster.sh exec`), admin credentials.

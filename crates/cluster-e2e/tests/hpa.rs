@@ -10,7 +10,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cluster_e2e::{clean, env, eventually, kubectl_json, kubectl_ok, lock, pods, Env, SERVER_PODS};
+use cluster_e2e::{
+    clean, env, eventually, interrupt, kubectl_json, kubectl_ok, lock, pods, Env, SERVER_PODS,
+};
 use serde_json::Value;
 
 /// A kwok node: these pods must not land on the real node, where they would start containers of
@@ -96,9 +98,9 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
     let (mut srv, url) = server(&env);
     let out = std::env::temp_dir().join(format!("torchship-hpa-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
-    let (json, html) = (out.join("report.json"), out.join("report.html"));
-    let mut load = Command::new(env.bin_dir.join("loadtest"))
-        .args([
+    let (mut load, reports) = env.loadtest(
+        &out,
+        &[
             "--url",
             &url,
             "--model",
@@ -106,18 +108,12 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
             // A ramp to 40 req/s, then steady: the report's first chart shows it.
             "--stages",
             "30s:40,120s:40",
-        ])
-        .args(["--watch-hpa", "torchship-server", "--namespace", NS])
-        .args([
-            "--json",
-            json.to_str().unwrap(),
-            "--html",
-            html.to_str().unwrap(),
-        ])
-        .env("KUBECONFIG", &env.kubeconfig)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("loadtest");
+            "--watch-hpa",
+            "torchship-server",
+            "--namespace",
+            NS,
+        ],
+    );
 
     // 1.5 CPU per pod on a 1 CPU request: 150 % against a 70 % target.
     let started = std::time::Instant::now();
@@ -176,18 +172,12 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
     );
 
     // Done watching: Ctrl-C stops the load tester early; it still writes its reports.
-    let pid = libc::pid_t::try_from(load.id()).unwrap();
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
-    assert_eq!(
-        unsafe { libc::kill(pid, libc::SIGINT) },
-        0,
-        "SIGINT to loadtest"
-    );
+    interrupt(&load);
     let finished = load.wait().expect("loadtest ran");
     let _ = srv.kill();
     let _ = srv.wait();
     assert!(finished.success(), "loadtest exit: {finished}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report: Value = serde_json::from_slice(&std::fs::read(&reports.json).unwrap()).unwrap();
     let k = &report["kubernetes"];
     let timeline = k["hpa_timeline"].as_array().expect("hpa_timeline");
     let first_scaled = timeline
@@ -210,7 +200,7 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
     // The report as a person opens it: its first chart shows the load ramp and the replicas
     // stepping up from 3 on one time axis, every chart readable (browser_check::assert_readable).
     if let Some(chromium) = browser_check::required() {
-        let (charts, _) = chromium.readable_charts(&html, 1300);
+        let (charts, _) = chromium.readable_charts(&reports.html, 1300);
         assert_eq!(charts[0]["id"], "headline");
         let offered = browser_check::series(&charts[0], "offered");
         assert!(
@@ -227,7 +217,9 @@ fn the_real_hpa_scales_up_under_emulated_load_and_holds_the_scale_down() {
         let cpu = browser_check::series(&charts[0], "CPU utilisation");
         assert!(cpu["max"].as_f64() > Some(70.0), "above the target: {cpu}");
         let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("real-hpa-report.png");
-        chromium.screenshot(&html, &png, 1300, 2600).unwrap();
+        chromium
+            .screenshot(&reports.html, &png, 1300, 2600)
+            .unwrap();
         eprintln!("hpa: report screenshot {}", png.display());
     }
     std::fs::remove_dir_all(&out).ok();

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_e2e::{
-    clean, env, eventually, kubectl_json, lock, pods, server_image, Env, SERVER_PODS,
+    clean, env, eventually, interrupt, kubectl_json, lock, pods, server_image, Env, SERVER_PODS,
 };
 use serde_json::Value;
 
@@ -87,38 +87,22 @@ fn loadtest(
     watch: bool,
 ) -> (Child, [std::path::PathBuf; 2]) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-node-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (json, html) = (dir.join("report.json"), dir.join("report.html"));
-    let mut cmd = Command::new(env.bin_dir.join("loadtest"));
     // Connections are replaced every second: behind a ClusterIP each one is pinned to one pod,
     // and new pods (or the new ReplicaSet's) only get load on new connections.
-    cmd.args([
+    let mut args = vec![
         "--url",
         url,
         "--model",
         model,
         "--connection-lifetime",
         "1s",
-    ])
-    .args(shape)
-    .args([
-        "--json",
-        json.to_str().unwrap(),
-        "--html",
-        html.to_str().unwrap(),
-    ])
-    .env("KUBECONFIG", &env.kubeconfig)
-    .stdout(Stdio::null());
+    ];
+    args.extend_from_slice(shape);
     if watch {
-        cmd.args(["--watch-hpa", "torchship-server", "--namespace", NS]);
+        args.extend(["--watch-hpa", "torchship-server", "--namespace", NS]);
     }
-    (cmd.spawn().expect("loadtest"), [json, html])
-}
-
-fn stop(child: &mut Child) {
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0, "SIGINT");
+    let (child, r) = env.loadtest(&dir, &args);
+    (child, [r.json, r.html])
 }
 
 fn report(path: &std::path::Path) -> Value {
@@ -377,7 +361,7 @@ fn rolling_update(env: &Env, url: &str, image: &str) {
             "{p} drained and exited 0 on the kubelet's SIGTERM: {codes:?}"
         );
     }
-    stop(&mut load);
+    interrupt(&load);
     assert!(load.wait().unwrap().success(), "loadtest");
     let _ = watch.kill();
     let _ = watch.wait();
