@@ -77,13 +77,12 @@ bases() {
     # The build steps reach PyPI, crates.io and Debian through this machine's network, so they
     # trust what this machine trusts (on some machines an egress proxy's own CA is in that list).
     # Only the builder stage gets it; the runtime image keeps Debian's list.
-    local bundle=/etc/ssl/certs/ca-certificates.crt
-    if [ -f "$bundle" ] && ! cmp -s "$bundle" "$b/etc/ssl/certs/ca-certificates.crt"; then
-        say "giving the builder base this machine's CA certificates ($bundle)"
-        cp "$bundle" "$b/etc/ssl/certs/ca-certificates.crt"
+    local ca=/etc/ssl/certs/ca-certificates.crt
+    if [ -f "$ca" ] && ! cmp -s "$ca" "$b$ca"; then
+        say "giving the builder base this machine's CA certificates ($ca)"
+        cp "$ca" "$b$ca"
         rm -f "$cache/layout-builder.digest"
     fi
-    local ca=/etc/ssl/certs/ca-certificates.crt
     rust_digest=$(layout builder "$rust_base" \
         '{"Env":["PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","CARGO_HOME=/usr/local/cargo","SSL_CERT_FILE='$ca'","PIP_CERT='$ca'","CARGO_HTTP_CAINFO='$ca'"]}')
     cpu_digest=$(layout runtime "$cpu_base" \

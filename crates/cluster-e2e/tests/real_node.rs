@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_e2e::{
-    clean, env, eventually, interrupt, kubectl_json, lock, pods, server_image, Env, SERVER_PODS,
+    clean, env, eventually, interrupt, kubectl_json, lock, pods, server_image, Env, Reports,
+    SERVER_PODS,
 };
 use serde_json::Value;
 
@@ -85,7 +86,7 @@ fn loadtest(
     model: &str,
     shape: &[&str],
     watch: bool,
-) -> (Child, [std::path::PathBuf; 2]) {
+) -> (Child, Reports) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-node-{name}"));
     // Connections are replaced every second: behind a ClusterIP each one is pinned to one pod,
     // and new pods (or the new ReplicaSet's) only get load on new connections.
@@ -101,8 +102,7 @@ fn loadtest(
     if watch {
         args.extend(["--watch-hpa", "torchship-server", "--namespace", NS]);
     }
-    let (child, r) = env.loadtest(&dir, &args);
-    (child, [r.json, r.html])
+    env.loadtest(&dir, &args)
 }
 
 fn report(path: &std::path::Path) -> Value {
@@ -184,7 +184,7 @@ fn real_pods_serve_scale_with_the_load_and_roll_without_losing_a_request() {
 /// over 70 % of 3 x 200m; `digits` would need ~4x the rate, more than the load tester's share.
 fn closed_loop(env: &Env, url: &str) {
     let t0 = Instant::now();
-    let (mut load, [json, html]) = loadtest(
+    let (mut load, Reports { json, html }) = loadtest(
         env,
         url,
         "hpa",
@@ -319,7 +319,7 @@ fn rolling_update(env: &Env, url: &str, image: &str) {
     );
     let old: Vec<String> = pods(NS, SERVER_PODS).into_iter().map(|p| p.0).collect();
     let (mut watch, exits) = watch_exits();
-    let (mut load, [json, _]) = loadtest(
+    let (mut load, Reports { json, .. }) = loadtest(
         env,
         url,
         "roll",
