@@ -179,6 +179,14 @@ cmd_import() {
     "$bin_cache/containerd-$containerd_version/ctr" --address "$state/containerd/containerd.sock" \
         -n k8s.io images tag --force "$image_name:0.1.0-cpu" "$(cat "$cache/ref")" >/dev/null ||
         die "ctr images tag (the digest reference) failed"
+    # Pinned, as the sandbox image is: under disk pressure the kubelet's image GC removes images
+    # no pod uses, and no registry could give this one back (seen in CI: ErrImageNeverPull).
+    local name
+    for name in "$image_name:0.1.0-cpu" "$(cat "$cache/ref")"; do
+        "$bin_cache/containerd-$containerd_version/ctr" --address "$state/containerd/containerd.sock" \
+            -n k8s.io images label "$name" io.cri-containerd.pinned=pinned >/dev/null ||
+            die "ctr images label $name (pinned) failed"
+    done
     say "imported $(cat "$cache/ref") into the cluster's containerd (k8s.io)"
 }
 
