@@ -6,7 +6,9 @@
 #   (pods there run real containers; scripts/image.sh builds and imports the server's image);
 #   kwok (simulated kubelets: kwok-* nodes are API objects, their pods become Running/Ready but run
 #   nothing) and metrics-server (real pod CPU from the real kubelet, kwok's emulated usage for kwok's
-#   pods, so the real HPA controller scales either way).
+#   pods, so the real HPA controller scales either way);
+#   Prometheus (k8s/monitoring/prometheus.yml, on 127.0.0.1:9090) and KEDA (operator and metrics API
+#   server, external.metrics.k8s.io), the pipeline of the queue-depth autoscaler.
 # Every process runs inside a private network namespace with no route out: loopback, the node's
 # address (10.200.0.1) on a veth (tsnode0), and the pods' bridge (10.245.0.0/24). Listeners are on
 # 127.0.0.1, but for the kubelet on the node's address; nothing of the cluster, or of a client
@@ -20,6 +22,8 @@
 #   scripts/cluster.sh status           processes, nodes, metrics API
 #   scripts/cluster.sh restart-containerd
 #                                       (re)start the real node's containerd (e.g. after it was killed)
+#   scripts/cluster.sh prometheus stop|start
+#                                       stop or start the metrics pipeline's Prometheus (its data kept)
 #   scripts/cluster.sh cpu-usage NS SELECTOR CPU
 #                                       emulated CPU usage for the matching pods (e.g. 400m each)
 #   scripts/cluster.sh down             stop exactly the processes `up` started, remove the state
@@ -50,6 +54,7 @@ die() {
 . "$root/scripts/cluster/build.sh"
 . "$root/scripts/cluster/pki.sh"
 . "$root/scripts/cluster/node.sh"
+. "$root/scripts/cluster/pipeline.sh"
 
 kube_bin="$bin_cache/kubernetes-$k8s_version"
 kubectl_admin() { ip netns exec "$netns" "$kube_bin/kubectl" --kubeconfig "$state/admin.kubeconfig" "$@"; }
@@ -205,7 +210,9 @@ cmd_up() {
     start_apiserver
     start_controllers
     start_metrics
+    start_pipeline
     create_nodes
+    wait_pipeline
     start_node
     wait_for "$node_name (Ready, containerd)" 180 kubectl_admin wait --for condition=Ready "node/$node_name" --timeout 1s
     wait_for "$node_name (not-ready taint lifted)" 60 nodes_schedulable
@@ -217,10 +224,11 @@ cmd_down() {
     [ -d "$state" ] || { say "not up"; return 0; }
     if alive kube-apiserver; then
         # The metrics APIService first: one registered but down stalls discovery and namespace deletion.
-        kubectl_admin delete apiservice v1beta1.metrics.k8s.io --ignore-not-found --timeout 10s >/dev/null 2>&1 || true
+        kubectl_admin delete apiservice v1beta1.metrics.k8s.io v1beta1.external.metrics.k8s.io \
+            --ignore-not-found --timeout 10s >/dev/null 2>&1 || true
     fi
     stop_node
-    local order="kube-proxy containerd metrics-server kwok kube-scheduler kube-controller-manager kube-apiserver etcd" name pid
+    local order="kube-proxy containerd keda-adapter keda-operator prometheus metrics-server kwok kube-scheduler kube-controller-manager kube-apiserver etcd" name pid
     for name in $order; do
         alive "$name" && kill -TERM "$(cat "$state/pids/$name")" 2>/dev/null || true
     done
@@ -248,13 +256,14 @@ cmd_exec() {
 cmd_status() {
     [ -d "$state" ] || { say "not up"; return 1; }
     local name
-    for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server containerd kubelet kube-proxy; do
+    for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server prometheus \
+        keda-operator keda-adapter containerd kubelet kube-proxy; do
         if alive "$name"; then echo "$name: running (pid $(cat "$state/pids/$name"))"; else echo "$name: NOT running"; fi
     done
     echo "network namespace: $netns; listeners:"
     in_ns ss -ltnH | awk '{print "  " $4}'
     kubectl_admin get nodes -o wide
-    kubectl_admin get apiservice v1beta1.metrics.k8s.io
+    kubectl_admin get apiservice v1beta1.metrics.k8s.io v1beta1.external.metrics.k8s.io
     echo "mounts under $state: $(findmnt -rn -o TARGET | grep -c "^$state/" || true)"
 }
 
@@ -278,5 +287,19 @@ restart-containerd)
     start_containerd
     ;;
 cpu-usage) shift && cmd_cpu_usage "$@" ;;
+prometheus)
+    [ -f "$state/up" ] || die "the cluster is not up (scripts/cluster.sh up)"
+    case "${2:-}" in
+    stop)
+        if alive prometheus; then kill -TERM "$(cat "$state/pids/prometheus")"; fi
+        while alive prometheus; do sleep 0.2; done
+        # Stopped on purpose: wait_for, which fails when a recorded process has exited, ignores it.
+        rm -f "$state/pids/prometheus"
+        say "prometheus stopped"
+        ;;
+    start) alive prometheus && say "prometheus already runs" || start_prometheus ;;
+    *) die "usage: scripts/cluster.sh prometheus stop|start" ;;
+    esac
+    ;;
 *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2 && exit 2 ;;
 esac

@@ -1,10 +1,12 @@
 //! `loadtest compare A.json B.json [...]`: runs side by side from their JSON reports (`--json`),
 //! e.g. HTTP against gRPC, or before against after a change: throughput, errors and the latency
-//! percentiles of each run, and each run's ratio to the first.
+//! percentiles of each run, and each run's ratio to the first; for runs that watched their HPA
+//! through a step in the load (CPU against queue autoscaling), how each autoscaler met the step.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::autoscale::{self, Scaling};
 use crate::html::{self, escape};
 use crate::report::{Report, Summary};
 use crate::stats::Percentiles;
@@ -120,13 +122,28 @@ pub fn text(runs: &[Run]) -> String {
 }
 
 /// Each measure's label, its value in every run, and each later run's ratio to A.
+/// With every run watching its HPA through a step in the load, [`autoscale`]'s rows follow.
 fn table(runs: &[Run]) -> Vec<(String, Vec<f64>, Vec<String>)> {
-    let measures = rows().into_iter().map(|(label, value)| {
-        let values: Vec<f64> = runs.iter().map(|r| value(&r.report.summary)).collect();
+    let with_ratios = |label: String, values: Vec<f64>| {
         let ratios = values[1..].iter().map(|v| ratio(values[0], *v)).collect();
         (label, values, ratios)
-    });
-    measures.collect()
+    };
+    let mut table: Vec<_> = rows()
+        .into_iter()
+        .map(|(label, value)| {
+            with_ratios(
+                label,
+                runs.iter().map(|r| value(&r.report.summary)).collect(),
+            )
+        })
+        .collect();
+    let scaling: Option<Vec<Scaling>> =
+        runs.iter().map(|r| autoscale::scaling(&r.report)).collect();
+    for (label, value) in scaling.iter().flat_map(|_| autoscale::rows()) {
+        let values = scaling.iter().flatten().map(value).collect();
+        table.push(with_ratios(label.to_string(), values));
+    }
+    table
 }
 
 /// The run's letter: A, B, ...

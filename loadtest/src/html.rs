@@ -1,8 +1,9 @@
 //! `--html FILE` and `loadtest compare --html`: one self-contained page (inline SVG, CSS and a few
 //! lines of script for hover; nothing fetched). The charts, in the order people read them:
 //! 1. the headline: offered and achieved requests/s with the replicas (current, desired, ready) on
-//!    a second axis, and below it on the same time axis the HPA's CPU utilisation against its
-//!    target, scaling events marked (without `--watch-hpa`: the load alone);
+//!    a second axis, and below it on the same time axis the HPA's CPU utilisation (or, scaling
+//!    on an External/Pods metric such as KEDA's queue trigger, that metric) against its target,
+//!    scaling events marked (without `--watch-hpa`: the load alone);
 //! 2. latency percentiles over time, corrected (solid) and uncorrected (dashed);
 //! 3. errors per second by class;
 //! 4. with `--scrape-metrics`, the server's pending requests and mean batch size;
@@ -13,7 +14,7 @@
 use std::fmt::Write as _;
 
 use crate::chart::{self, Panel, Series, TimeChart};
-use crate::kube_watch::Timeline;
+use crate::kube_watch::{HpaPoint, Timeline};
 use crate::report::Report;
 use crate::stats::Second;
 
@@ -123,6 +124,19 @@ fn kube_series(k: &Timeline, t_end: f64) -> (Vec<Series>, Panel) {
             .right()
             .points(steps(ready, t_end)),
     ];
+    if let Some(name) = k.hpa_timeline.iter().find_map(|p| p.metric.clone()) {
+        let metric = Panel {
+            y_desc: format!("{name} (per pod)"),
+            y2_desc: None,
+            series: vec![
+                Series::new(name.clone(), "per pod", RED).points(hpa(|p| p.metric_value)),
+                Series::new(format!("{name} target"), "per pod", GREY)
+                    .dashed()
+                    .points(hpa(|p| p.metric_target)),
+            ],
+        };
+        return (replicas, metric);
+    }
     let cpu = Panel {
         y_desc: "CPU (% of request)".into(),
         y2_desc: None,
@@ -163,10 +177,24 @@ fn headline(runs: &[Run]) -> Result<String, String> {
             upper.series.extend(replicas);
             lower = Some(cpu);
             marks = scaling_events(k);
+        } else if let Some(k) = &r.report.kubernetes {
+            // Several runs (loadtest compare, e.g. CPU against queue autoscaling): each one's
+            // ready replicas, in its colour, on the replicas axis.
+            let ready = k
+                .deployment_timeline
+                .iter()
+                .map(|d| (d.t, d.ready_replicas as f64));
+            upper.y2_desc = Some("replicas ready (pods)".into());
+            upper.series.push(
+                Series::new(r.name("replicas ready"), "pods", achieved)
+                    .right()
+                    .dashed()
+                    .points(steps(ready, t_end)),
+            );
         }
     }
     let title = match lower {
-        Some(_) => "Load, replicas and CPU against the HPA's target",
+        Some(_) => "Load, replicas and the HPA's metric against its target",
         None => "Load: requests per second offered and achieved",
     };
     TimeChart {
@@ -484,16 +512,22 @@ fn latency_table(report: &Report) -> String {
 /// The HPA timeline for `--watch-hpa`, one row per reading, Deployment change and watch error.
 fn kube_table(k: &Timeline) -> String {
     let pct = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
+    let reading = |p: &HpaPoint| match &p.metric {
+        Some(_) => {
+            let v = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}"));
+            format!("{} / {}", v(p.metric_value), v(p.metric_target))
+        }
+        None => format!("{} / {}", pct(p.cpu_percent), pct(p.cpu_target_percent)),
+    };
     let mut rows = String::new();
     for p in &k.hpa_timeline {
         let _ = write!(
             rows,
-            "<tr><td>{:.1}</td><td>HPA</td><td>{}</td><td>{}</td><td></td><td>{} / {}</td><td>{}</td></tr>",
+            "<tr><td>{:.1}</td><td>HPA</td><td>{}</td><td>{}</td><td></td><td>{}</td><td>{}</td></tr>",
             p.t,
             p.current_replicas,
             p.desired_replicas,
-            pct(p.cpu_percent),
-            pct(p.cpu_target_percent),
+            reading(p),
             escape(p.blocked.as_deref().unwrap_or(""))
         );
     }
@@ -513,7 +547,7 @@ fn kube_table(k: &Timeline) -> String {
     }
     format!(
         r#"<h2>Kubernetes: HPA {hpa} &rarr; Deployment {dep}</h2>
-<table id="hpa-timeline"><tr><th>t (s)</th><th>object</th><th>replicas</th><th>desired</th><th>ready</th><th>CPU / target</th><th>note</th></tr>{rows}</table>"#,
+<table id="hpa-timeline"><tr><th>t (s)</th><th>object</th><th>replicas</th><th>desired</th><th>ready</th><th>metric / target</th><th>note</th></tr>{rows}</table>"#,
         hpa = escape(&k.hpa),
         dep = escape(k.deployment.as_deref().unwrap_or("?")),
     )

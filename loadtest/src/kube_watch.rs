@@ -31,6 +31,14 @@ pub struct HpaPoint {
     /// Average CPU utilisation of the pods, % of their CPU request (absent until metrics arrive).
     pub cpu_percent: Option<i32>,
     pub cpu_target_percent: Option<i32>,
+    /// The HPA's External or Pods metric, if it scales on one (a KEDA ScaledObject's trigger,
+    /// e.g. `s0-queue`), with its per-pod average now and the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_target: Option<f64>,
     /// Why the HPA cannot scale (AbleToScale or ScalingActive False, e.g. ScalingActive:
     /// FailedGetResourceMetric) or is held at a bound (ScalingLimited True), if so.
     pub blocked: Option<String>,
@@ -96,6 +104,7 @@ fn hpa_point(h: &HorizontalPodAutoscaler, t: f64) -> HpaPoint {
     let spec = h.spec.as_ref();
     let status = h.status.as_ref();
     let (cpu, cpu_target) = torchship_kube::resource_metric(h, "cpu");
+    let average = torchship_kube::average_metric(h);
     let blocked = status
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
@@ -120,6 +129,9 @@ fn hpa_point(h: &HorizontalPodAutoscaler, t: f64) -> HpaPoint {
         max_replicas: spec.map(|s| s.max_replicas).unwrap_or(0),
         cpu_percent: cpu,
         cpu_target_percent: cpu_target,
+        metric: average.as_ref().map(|m| m.name.clone()),
+        metric_value: average.as_ref().and_then(|m| m.current),
+        metric_target: average.as_ref().and_then(|m| m.target),
         blocked,
     }
 }

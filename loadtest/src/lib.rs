@@ -15,8 +15,10 @@
 //! - [`scrape`]: `--scrape-metrics`, the server's queue and batch sizes from its `/metrics`.
 //! - [`report`]: text and JSON reports, thresholds; [`html`] the self-contained HTML report,
 //!   its charts drawn by [`chart`] (plotters' SVG backend, legends and hover added);
-//!   [`compare`]: `loadtest compare`, runs side by side from their JSON reports.
+//!   [`compare`]: `loadtest compare`, runs side by side from their JSON reports, with
+//!   [`autoscale`]'s measures of how the HPA met a step in the load.
 
+pub mod autoscale;
 pub mod chart;
 pub mod check;
 pub mod cli;

@@ -104,7 +104,7 @@ build_module_tools() { # build_module_tools NAME MODULE VERSION OUT PACKAGES...
     shift 4
     gomod=$(go_mod_file "$module" "$version") && [ -f "$gomod" ] ||
         die "the Go module proxy did not serve $module@$version"
-    go_line=$(sed -n 's/^go //p' "$gomod") wrapper_extra="" wrapper_tools="$*"
+    go_line=$(sed -n 's/^go //p' "$gomod") wrapper_extra=${module_extra:-} wrapper_tools="$*"
     build_in_wrapper "$name" "$version" "$out" "${wrapper_ldflags:--s -w}"
 }
 
@@ -150,6 +150,37 @@ build_buildkit() {
         build_module_tools buildkit "$m" "$buildkit_version" "$out" "$m/cmd/buildkitd" "$m/cmd/buildctl"
 }
 
+# The metrics pipeline for the queue-depth HPA: Prometheus (Kubernetes service discovery only: the
+# remove_all_sd tag drops the cloud SDKs of every other discovery, enable_kubernetes_sd keeps this
+# one; no builtinassets, so no web UI, the HTTP API is all the tests use) and KEDA (operator and
+# metrics API server, the external.metrics.k8s.io provider the HPA reads).
+build_prometheus() {
+    local out="$bin_cache/prometheus-$prometheus_version" v=github.com/prometheus/common/version
+    [ -x "$out/prometheus" ] && return 0
+    wrapper_tags="remove_all_sd enable_kubernetes_sd" \
+        wrapper_ldflags="-s -w -X $v.Version=$prometheus_version -X $v.Revision=torchship-local-build -X $v.Branch=module" \
+        build_module_tools prometheus github.com/prometheus/prometheus "$prometheus_version" "$out" \
+        github.com/prometheus/prometheus/cmd/prometheus
+}
+
+build_keda() {
+    local out="$bin_cache/keda-$keda_version" m=github.com/kedacore/keda/v2 gomod
+    [ -x "$out/operator" ] && [ -x "$out/adapter" ] && [ -d "$out/crd" ] && return 0
+    gomod=$(go_mod_file "$m" "$keda_version") && [ -f "$gomod" ] ||
+        die "the Go module proxy did not serve $m@$keda_version"
+    # KEDA's go.mod replaces and excludes modules; a dependent's build ignores those unless its own
+    # go.mod repeats them, so the wrapper does.
+    module_extra=$(grep -E '^(replace|exclude) ' "$gomod" || true) \
+        wrapper_ldflags="-s -w -X $m/version.Version=${keda_version#v} -X $m/version.GitCommit=torchship-local-build" \
+        build_module_tools keda "$m" "$keda_version" "$out" "$m/cmd/operator" "$m/cmd/adapter"
+    local dir
+    dir=$(go mod download -json "$m@$keda_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    mkdir -p "$out/crd"
+    # Every CRD the operator's controllers watch: it does not start with one of them missing.
+    cp "$dir"/config/crd/bases/*.yaml "$out/crd/"
+    chmod -R u+w "$out/crd"
+}
+
 build_all() {
     command -v go >/dev/null 2>&1 ||
         die "go not found: the local cluster is built from Go modules (Go >= 1.26; Debian: the golang package of 1.26 or newer, or https://go.dev/dl)"
@@ -162,4 +193,6 @@ build_all() {
     build_runc
     build_cni_plugins
     build_crictl
+    build_prometheus
+    build_keda
 }

@@ -78,4 +78,5 @@ make_pki() {
     for who in admin controller-manager scheduler kwok metrics-server kubelet kube-proxy; do
         kubeconfig "$state/$who.kubeconfig" "$who"
     done
+    pipeline_pki
 }

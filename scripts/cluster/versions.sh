@@ -9,3 +9,5 @@ runc_version=v1.5.3
 cni_version=v1.10.0
 crictl_version=v1.37.0
 buildkit_version=v0.34.2
+prometheus_version=v0.316.0
+keda_version=v2.21.0

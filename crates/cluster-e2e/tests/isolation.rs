@@ -1,11 +1,15 @@
 //! The cluster cannot send a packet off the machine: these tests run in its network namespace,
 //! which has only loopback, the real node's veth pair (tsnode0, with its address 10.200.0.1, and tsnode1), the pods'
 //! bridge and the pods' veths, and no default route: every route leads to one of those. Every TCP
-//! listener in it (etcd, the API server, the controllers, kwok, metrics-server, containerd,
-//! kube-proxy) is bound to 127.0.0.1, but for the real kubelet on the node's address. Read from the
+//! listener in it (etcd, the API server, the controllers, kwok, metrics-server, Prometheus, KEDA,
+//! containerd, kube-proxy) is bound to 127.0.0.1, but for the real kubelet on the node's address
+//! and the KEDA adapter's /metrics, on every address but fenced to loopback by iptables. Read from the
 //! kernel's own tables (/proc/net is per network namespace), not from what the processes were told.
 
 use cluster_e2e::{env, kubectl_json};
+
+/// scripts/cluster/pipeline.sh's keda_adapter_metrics_port.
+const KEDA_ADAPTER_METRICS: u16 = 9022;
 
 /// (local address, port) of every listening socket in /proc/net/FILE.
 fn listeners(file: &str) -> Vec<(String, u16)> {
@@ -75,7 +79,34 @@ fn no_route_out_and_every_listener_on_127_0_0_1_or_the_node() {
             "port {port} listens on {addr}, not 127.0.0.1"
         );
     }
-    for file in ["tcp6", "udp", "udp6"] {
+    // Prometheus, the KEDA operator's gRPC metrics service and its probes, the KEDA adapter.
+    for port in [9090, 9666, 9667, 6444] {
+        assert!(ports.contains(&port), "nothing listens on {port}: {v4:?}");
+    }
+    // The one exception: the KEDA adapter's own /metrics (9022), which KEDA binds to the wildcard
+    // address (`:port`, dual-stack, so in tcp6). Only loopback may reach it: an INPUT rule of
+    // iptables and of ip6tables drops it on every other interface.
+    let v6 = listeners("tcp6");
+    assert_eq!(
+        v6,
+        [("0".repeat(32), KEDA_ADAPTER_METRICS)],
+        "listeners in /proc/net/tcp6"
+    );
+    for iptables in ["iptables", "ip6tables"] {
+        let port = KEDA_ADAPTER_METRICS.to_string();
+        let rule = [
+            "-C", "INPUT", "!", "-i", "lo", "-p", "tcp", "--dport", &port, "-j", "DROP",
+        ];
+        let ok = std::process::Command::new(iptables)
+            .args(rule)
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "{iptables}: no rule drops port {port} off loopback"
+        );
+    }
+    for file in ["udp", "udp6"] {
         assert!(
             listeners(file).is_empty(),
             "listeners in /proc/net/{file}: {:?}",

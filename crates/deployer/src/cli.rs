@@ -68,9 +68,19 @@ pub struct Options {
     #[arg(long, global = true, env = "TORCHSHIP_NODE")]
     pub node: Option<String>,
 
-    /// Also scale on the server's queue depth (needs prometheus-adapter; see k8s/overlays/custom-metrics).
+    /// Scale on the server's queue instead of CPU: a KEDA ScaledObject with a Prometheus trigger
+    /// in place of the HPA (needs KEDA and Prometheus; see k8s/overlays/custom-metrics).
     #[arg(long, global = true, env = "TORCHSHIP_CUSTOM_METRICS")]
     pub custom_metrics: bool,
+
+    /// With --custom-metrics: the Prometheus KEDA queries (default http://prometheus.monitoring.svc:9090).
+    #[arg(long, global = true, env = "TORCHSHIP_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+
+    /// With --custom-metrics: the mean number of queued requests per pod the HPA holds (default 2;
+    /// k8s/README.md says how to choose it).
+    #[arg(long, global = true, env = "TORCHSHIP_QUEUE_TARGET")]
+    pub queue_target: Option<String>,
 
     /// HPA minimum replicas (default 3, from k8s/base/hpa.yaml).
     #[arg(long, global = true, env = "TORCHSHIP_MIN_REPLICAS")]
@@ -88,6 +98,11 @@ pub struct Options {
     /// against, and what decides how many replicas fit on a node (default 1, k8s/base).
     #[arg(long, global = true, env = "TORCHSHIP_CPU_REQUEST")]
     pub cpu_request: Option<String>,
+
+    /// The server container's CPU limit (e.g. 250m; default 2): the most one replica can use, so
+    /// what one replica can serve. At least the CPU request.
+    #[arg(long, global = true, env = "TORCHSHIP_CPU_LIMIT")]
+    pub cpu_limit: Option<String>,
 
     /// The server container's memory request (e.g. 768Mi; default 1Gi).
     #[arg(long, global = true, env = "TORCHSHIP_MEMORY_REQUEST")]
@@ -149,12 +164,17 @@ impl Options {
             profile: self.profile,
             pinned: self.node.is_some(),
             custom_metrics: self.custom_metrics,
+            queue: crate::queue::QueueOptions {
+                prometheus_url: self.prometheus_url.clone(),
+                target: self.queue_target.clone(),
+            },
             min_replicas: self.min_replicas,
             max_replicas: self.max_replicas,
             cpu_target: self.cpu_target,
             gpus_per_pod: self.gpus_per_pod,
             tuning: Tuning {
                 cpu_request: self.cpu_request.clone(),
+                cpu_limit: self.cpu_limit.clone(),
                 memory_request: self.memory_request.clone(),
                 pull_policy: self.image_pull_policy,
                 env: self.env.clone(),

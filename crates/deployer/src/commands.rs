@@ -14,6 +14,7 @@ use crate::error::DeployError;
 use crate::manifests::Bundle;
 use crate::objects::Object;
 use crate::preflight::{self, MetricsApi};
+use crate::queue;
 
 /// Why an HPA has no CPU reading, from the state of the metrics API, and what to do.
 fn explain_missing_metrics(api: MetricsApi) -> String {
@@ -38,9 +39,16 @@ pub async fn status(
         .await
         .map_err(|e| cluster.explain(e, &format!("read HPA {name}")))?;
     describe_hpa(&hpa, ns, out);
-    if lacks_metrics(&hpa) {
+    if lacks_metrics(&hpa, "FailedGetResourceMetric") {
         let why = explain_missing_metrics(preflight::metrics_api(cluster).await?);
         let _ = writeln!(out, "  {why}");
+    }
+    if opts.custom_metrics {
+        let so = queue::describe(cluster, ns, &name, out).await?;
+        if lacks_metrics(&hpa, "FailedGetExternalMetric") {
+            let api = preflight::apiservice(cluster, queue::EXTERNAL_METRICS_API).await?;
+            let _ = writeln!(out, "  {}", queue::explain_failed_metric(api, so.as_ref()));
+        }
     }
     hpa_events(cluster, ns, &name, out).await?;
     pods(cluster, ns, out).await
@@ -69,15 +77,16 @@ fn describe_hpa(hpa: &HorizontalPodAutoscaler, ns: &str, out: &mut impl Write) {
                 r.name
             );
         }
-        if let Some(p) = &m.pods {
-            let target = p.target.average_value.as_ref().map(|q| q.0.clone());
-            let target = target.unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  pods metric {}: target average {target}",
-                p.metric.name
-            );
-        }
+    }
+    if let Some(m) = torchship_kube::average_metric(hpa) {
+        let v = |v: Option<f64>| v.map_or("<unknown>".to_string(), |v| format!("{v:.3}"));
+        let _ = writeln!(
+            out,
+            "  metric {} (average per pod): {} / {}",
+            m.name,
+            v(m.current),
+            v(m.target)
+        );
     }
     let _ = writeln!(
         out,
@@ -99,16 +108,15 @@ fn describe_hpa(hpa: &HorizontalPodAutoscaler, ns: &str, out: &mut impl Write) {
     }
 }
 
-/// Whether the HPA says it cannot read the resource metric.
-fn lacks_metrics(hpa: &HorizontalPodAutoscaler) -> bool {
+/// Whether the HPA says it cannot read a metric, for `reason` (FailedGetResourceMetric for CPU,
+/// FailedGetExternalMetric for KEDA's).
+fn lacks_metrics(hpa: &HorizontalPodAutoscaler, reason: &str) -> bool {
     let conditions = hpa
         .status
         .iter()
         .flat_map(|s| s.conditions.iter().flatten());
     conditions.into_iter().any(|c| {
-        c.type_ == "ScalingActive"
-            && c.status == "False"
-            && c.reason.as_deref() == Some("FailedGetResourceMetric")
+        c.type_ == "ScalingActive" && c.status == "False" && c.reason.as_deref() == Some(reason)
     })
 }
 

@@ -9,6 +9,8 @@
 //! - [`tuning`]: requests, pull policy, extra env and the scale-down window on top of those.
 //! - [`cluster`]: the client, server-side apply, the node label and taint (read-modify-write).
 //! - [`preflight`]: checks before applying.
+//! - [`queue`]: `--custom-metrics`, the KEDA ScaledObject that scales on the queue, and what
+//!   `status` says when its pipeline (KEDA, Prometheus) breaks.
 //! - [`rollout`]: waiting with kubectl's rules, and the diagnosis of stuck pods.
 //! - [`scheduling`]: the scheduler's FailedScheduling messages and the untolerated taints, as advice.
 //! - [`commands`]: `status`, `diff`, `delete`.
@@ -21,6 +23,7 @@ pub mod error;
 pub mod manifests;
 pub mod objects;
 pub mod preflight;
+pub mod queue;
 pub mod rollout;
 pub mod scheduling;
 pub mod tuning;
@@ -47,6 +50,10 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<u8, DeployError> {
         Command::Render => unreachable!("handled above"),
         Command::Apply => {
             preflight::run(&cluster, &bundle, &opts, out).await?;
+            if !opts.custom_metrics && !server_dry_run {
+                let name = bundle.hpa.metadata.name.as_deref().unwrap_or_default();
+                queue::remove_leftover(&cluster, &opts.namespace, name, opts.timeout, out).await?;
+            }
             let mut changed = cluster::apply_bundle(&cluster, &bundle, &opts, out).await?;
             if let Some(node) = &opts.node {
                 changed +=

@@ -7,9 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::{
-    HorizontalPodAutoscaler, MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource,
-};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PodSpec, Service, ServiceAccount, Toleration,
@@ -25,8 +23,6 @@ pub const NODE_LABEL: (&str, &str) = ("role", "pytorch");
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// The label GPU feature discovery puts on GPU nodes.
 pub const GPU_NODE_LABEL: (&str, &str) = ("nvidia.com/gpu.present", "true");
-/// The custom metric the `custom-metrics` overlay scales on.
-pub const QUEUE_METRIC: &str = "torchship_pending_requests";
 /// The container that runs the server.
 pub const CONTAINER: &str = "server";
 
@@ -70,8 +66,10 @@ pub struct RenderOptions {
     pub profile: Profile,
     /// Pin to the node labelled `role=pytorch` and tolerate its taint (the `pinned` overlay).
     pub pinned: bool,
-    /// Also scale on the queue-depth metric (the `custom-metrics` overlay).
+    /// Scale on the queue through KEDA instead of CPU (the `custom-metrics` overlay).
     pub custom_metrics: bool,
+    /// Its Prometheus and target (queue.rs).
+    pub queue: crate::queue::QueueOptions,
     pub min_replicas: Option<i32>,
     pub max_replicas: Option<i32>,
     pub cpu_target: Option<i32>,
@@ -88,6 +86,7 @@ impl Default for RenderOptions {
             profile: Profile::Cpu,
             pinned: false,
             custom_metrics: false,
+            queue: Default::default(),
             min_replicas: None,
             max_replicas: None,
             cpu_target: None,
@@ -118,6 +117,9 @@ pub struct Bundle {
     pub hpa: HorizontalPodAutoscaler,
     pub pdb: PodDisruptionBudget,
     pub network_policy: NetworkPolicy,
+    /// With `--custom-metrics`: KEDA's ScaledObject, applied instead of `hpa` (KEDA makes the HPA
+    /// from it); `hpa` stays the source of its bounds and behaviour.
+    pub scaled_object: Option<serde_json::Value>,
 }
 
 fn parse<T: DeserializeOwned>(file: &'static str) -> Result<T, ManifestError> {
@@ -143,6 +145,7 @@ impl Bundle {
             hpa: parse("hpa.yaml")?,
             pdb: parse("pdb.yaml")?,
             network_policy: parse("networkpolicy.yaml")?,
+            scaled_object: None,
         })
     }
 
@@ -156,11 +159,12 @@ impl Bundle {
         if options.profile == Profile::Gpu {
             b.use_gpus(options.gpus_per_pod)?;
         }
-        if options.custom_metrics {
-            b.scale_on_queue_depth();
-        }
         b.override_scaling(options)?;
         b.tune(&options.tuning)?;
+        if options.custom_metrics {
+            let so = crate::queue::scaled_object(&b.hpa, &options.namespace, &options.queue)?;
+            b.scaled_object = Some(so);
+        }
         if let Some(image) = &options.image {
             b.container_mut().image = Some(image.clone());
         }
@@ -269,27 +273,6 @@ impl Bundle {
             .get_or_insert_with(BTreeMap::new)
             .insert(GPU_RESOURCE.into(), Quantity(gpus.to_string()));
         Ok(())
-    }
-
-    /// The `custom-metrics` overlay: CPU and the per-pod queue depth.
-    fn scale_on_queue_depth(&mut self) {
-        let spec = self.hpa.spec.get_or_insert_with(Default::default);
-        let metrics = spec.metrics.get_or_insert_with(Vec::new);
-        metrics.push(MetricSpec {
-            type_: "Pods".into(),
-            pods: Some(PodsMetricSource {
-                metric: MetricIdentifier {
-                    name: QUEUE_METRIC.into(),
-                    selector: None,
-                },
-                target: MetricTarget {
-                    type_: "AverageValue".into(),
-                    average_value: Some(Quantity("8".into())),
-                    ..Default::default()
-                },
-            }),
-            ..Default::default()
-        });
     }
 
     fn override_scaling(&mut self, o: &RenderOptions) -> Result<(), ManifestError> {

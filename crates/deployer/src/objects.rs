@@ -64,14 +64,23 @@ impl Object {
 }
 
 impl Bundle {
-    /// Every object, in apply order.
+    /// Every object, in apply order. With a ScaledObject, it takes the HPA's place (KEDA makes
+    /// and owns the HPA).
     pub fn resources(&self) -> Vec<Object> {
+        let scaler = match &self.scaled_object {
+            Some(so) => Object {
+                resource: crate::queue::resource(),
+                namespaced: true,
+                value: so.clone(),
+            },
+            None => Object::of(&self.hpa, true),
+        };
         vec![
             Object::of(&self.namespace, false),
             Object::of(&self.service_account, true),
             Object::of(&self.deployment, true),
             Object::of(&self.service, true),
-            Object::of(&self.hpa, true),
+            scaler,
             Object::of(&self.pdb, true),
             Object::of(&self.network_policy, true),
         ]

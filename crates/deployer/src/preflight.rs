@@ -38,11 +38,17 @@ impl MetricsApi {
 
 /// Reads APIService v1beta1.metrics.k8s.io and its Available condition.
 pub async fn metrics_api(cluster: &Cluster) -> Result<MetricsApi, DeployError> {
+    apiservice(cluster, "v1beta1.metrics.k8s.io").await
+}
+
+/// Reads APIService `name` (e.g. KEDA's v1beta1.external.metrics.k8s.io) and its Available
+/// condition.
+pub async fn apiservice(cluster: &Cluster, name: &str) -> Result<MetricsApi, DeployError> {
     let apiservices: Api<APIService> = Api::all(cluster.client.clone());
     let metrics = apiservices
-        .get_opt("v1beta1.metrics.k8s.io")
+        .get_opt(name)
         .await
-        .map_err(|e| cluster.explain(e, "read APIService v1beta1.metrics.k8s.io"))?;
+        .map_err(|e| cluster.explain(e, &format!("read APIService {name}")))?;
     let Some(metrics) = metrics else {
         return Ok(MetricsApi::NotServed);
     };
@@ -90,6 +96,9 @@ pub async fn run(
         missing => {
             let _ = writeln!(out, "preflight: WARNING {}", missing.explain());
         }
+    }
+    if opts.custom_metrics {
+        crate::queue::preflight(cluster, &mut problems, out).await?;
     }
     if let Some(name) = &opts.node {
         check_node(cluster, name, &mut problems, out).await?;

@@ -1,5 +1,5 @@
 //! Overrides of the server container and the HPA's scale-down that no overlay carries: CPU and
-//! memory requests (how many replicas fit on a node), the image pull policy, extra environment
+//! memory requests (how many replicas fit on a node), the CPU limit (what one replica can serve), the image pull policy, extra environment
 //! variables (server flags, or a value whose change rolls every pod), and the scale-down
 //! stabilization window. Each is checked here, so a bad value is refused before any request.
 
@@ -39,6 +39,8 @@ impl PullPolicy {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tuning {
     pub cpu_request: Option<String>,
+    /// The container's CPU limit (`--cpu-limit`), what one pod can serve at most.
+    pub cpu_limit: Option<String>,
     pub memory_request: Option<String>,
     pub pull_policy: Option<PullPolicy>,
     /// `NAME=VALUE` pairs, already split; a name the manifest sets is replaced in place.
@@ -114,6 +116,22 @@ impl Bundle {
                 .get_or_insert_with(Default::default)
                 .insert(resource.to_string(), q);
         }
+        if let Some(v) = &t.cpu_limit {
+            let limit = quantity("--cpu-limit", v)?;
+            let limits = resources.limits.get_or_insert_with(Default::default);
+            limits.insert("cpu".into(), limit);
+        }
+        let cpu = |m: &Option<std::collections::BTreeMap<String, Quantity>>| {
+            let q = m.as_ref()?.get("cpu")?;
+            torchship_kube::quantity(&q.0)
+        };
+        if let (Some(request), Some(limit)) = (cpu(&resources.requests), cpu(&resources.limits)) {
+            if request > limit {
+                return Err(ManifestError::Options(format!(
+                    "the CPU request ({request} CPU) exceeds the CPU limit ({limit} CPU): Kubernetes refuses such a pod; lower --cpu-request or raise --cpu-limit"
+                )));
+            }
+        }
         if let Some(p) = t.pull_policy {
             c.image_pull_policy = Some(p.as_str().to_string());
         }
@@ -149,6 +167,7 @@ mod tests {
     fn requests_pull_policy_env_and_window_land_on_typed_fields() {
         let b = render(Tuning {
             cpu_request: Some("150m".into()),
+            cpu_limit: None,
             memory_request: Some("512Mi".into()),
             pull_policy: Some(PullPolicy::Never),
             env: vec![
@@ -165,6 +184,18 @@ mod tests {
         // Limits stay the manifest's.
         let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
         assert_eq!(limits["cpu"], Quantity("2".into()));
+        let limited = render(Tuning {
+            cpu_request: Some("200m".into()),
+            cpu_limit: Some("200m".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let r = limited.pod_spec().unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
+        assert_eq!(r.limits.unwrap()["cpu"], Quantity("200m".into()));
+        assert_eq!(r.requests.unwrap()["cpu"], Quantity("200m".into()));
         assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
         let env = c.env.as_ref().unwrap();
         let drain: Vec<_> = env
@@ -209,6 +240,29 @@ mod tests {
             (
                 Tuning {
                     cpu_request: Some("fast".into()),
+                    ..Default::default()
+                },
+                "--cpu-request",
+            ),
+            (
+                Tuning {
+                    cpu_limit: Some("0m".into()),
+                    ..Default::default()
+                },
+                "--cpu-limit",
+            ),
+            (
+                Tuning {
+                    cpu_request: Some("300m".into()),
+                    cpu_limit: Some("0.2".into()),
+                    ..Default::default()
+                },
+                "--cpu-limit",
+            ),
+            (
+                // Above the manifest's limit of 2 CPU.
+                Tuning {
+                    cpu_request: Some("3".into()),
                     ..Default::default()
                 },
                 "--cpu-request",

@@ -48,9 +48,16 @@ fn preflight() -> Vec<Expect> {
     ]
 }
 
+/// Without --custom-metrics, apply first looks for a ScaledObject a queue deploy left; a cluster
+/// without KEDA has no such resource (404).
+fn no_scaled_object() -> Expect {
+    let path = "/apis/keda.sh/v1alpha1/namespaces/torchship/scaledobjects/torchship-server";
+    Expect::get(path).respond(404, not_found(path))
+}
+
 /// The first apply: every object is new (GET 404, then server-side apply of exactly the rendered body).
 fn first_apply(options: &RenderOptions) -> Vec<Expect> {
-    let mut script = Vec::new();
+    let mut script = vec![no_scaled_object()];
     for (path, obj) in objects(options) {
         script.push(Expect::get(&path).respond(404, not_found(&path)));
         let echo = with_rv(&obj, "1");
@@ -172,6 +179,7 @@ async fn first_apply_pins_the_node_keeping_its_foreign_taint_and_waits_for_the_r
 async fn a_second_apply_changes_nothing_and_says_so() {
     let options = RenderOptions::default();
     let mut script = preflight();
+    script.push(no_scaled_object());
     for (path, obj) in objects(&options) {
         let live = with_rv(&obj, "7");
         script.push(Expect::get(&path).respond(200, live.clone()));
@@ -269,6 +277,7 @@ async fn forbidden_and_conflict_answers_are_explained() {
     let options = RenderOptions::default();
     let objs = objects(&options);
     let mut script = preflight();
+    script.push(no_scaled_object());
     script.push(Expect::get(&objs[0].0).respond(404, not_found("namespace")));
     script.push(Expect::apply(&objs[0].0, MANAGER).respond(403, status(403, "Forbidden", "namespaces \"torchship\" is forbidden: User \"system:serviceaccount:ci:deployer\" cannot patch resource \"namespaces\" in API group \"\" at the cluster scope")));
     let standin = StandIn::start(script).await;
@@ -286,6 +295,7 @@ async fn forbidden_and_conflict_answers_are_explained() {
     );
 
     let mut script = preflight();
+    script.push(no_scaled_object());
     for (path, obj) in objs.iter().take(2) {
         script.push(Expect::get(path).respond(200, with_rv(obj, "3")));
         script.push(
@@ -504,6 +514,7 @@ async fn unreachable_cluster_invalid_object_and_missing_node_are_explained() {
     let options = RenderOptions::default();
     let objs = objects(&options);
     let mut script = preflight();
+    script.push(no_scaled_object());
     script.push(Expect::get(&objs[0].0).respond(404, not_found("namespace")));
     let mut invalid = status(422, "Invalid", "Namespace \"torchship\" is invalid");
     invalid["details"] = json!({"name": "torchship", "kind": "Namespace", "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: \"x\": a lowercase RFC 1123 label", "field": "metadata.labels"}]});
