@@ -98,8 +98,11 @@ pub fn scaling(report: &Report) -> Option<Scaling> {
     })
 }
 
+/// One measure of a [`Scaling`].
+pub type Measure = fn(&Scaling) -> f64;
+
 /// The rows `loadtest compare` adds when every run has an HPA watch and a step.
-pub fn rows() -> Vec<(&'static str, fn(&Scaling) -> f64)> {
+pub fn rows() -> Vec<(&'static str, Measure)> {
     vec![
         ("step at s", |s| s.step_at_s),
         ("ready at the step", |s| s.ready_at_step),

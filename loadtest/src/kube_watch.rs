@@ -277,6 +277,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_keda_hpa_reads_as_its_external_metric_not_cpu() {
+        let h: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "s"}, "minReplicas": 3, "maxReplicas": 6,
+                "metrics": [{"type": "External", "external": {"metric": {"name": "s0-prometheus"},
+                    "target": {"type": "AverageValue", "averageValue": "2"}}}]},
+            "status": {"currentReplicas": 3, "desiredReplicas": 5,
+                "currentMetrics": [{"type": "External", "external": {"metric": {"name": "s0-prometheus"},
+                    "current": {"averageValue": "3182m"}}}]}
+        }))
+        .unwrap();
+        let p = hpa_point(&h, 3.0);
+        assert_eq!((p.cpu_percent, p.cpu_target_percent), (None, None));
+        assert_eq!(p.metric.as_deref(), Some("s0-prometheus"));
+        assert_eq!((p.metric_value, p.metric_target), (Some(3.182), Some(2.0)));
+    }
+
+    #[test]
     fn an_hpa_status_reads_replicas_cpu_and_why_it_is_stuck() {
         let h: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "s"},

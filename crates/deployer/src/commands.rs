@@ -44,10 +44,10 @@ pub async fn status(
         let _ = writeln!(out, "  {why}");
     }
     if opts.custom_metrics {
-        let so = queue::describe(cluster, ns, &name, out).await?;
+        let seen = queue::describe(cluster, ns, &name, out).await?;
         if lacks_metrics(&hpa, "FailedGetExternalMetric") {
             let api = preflight::apiservice(cluster, queue::EXTERNAL_METRICS_API).await?;
-            let _ = writeln!(out, "  {}", queue::explain_failed_metric(api, so.as_ref()));
+            let _ = writeln!(out, "  {}", queue::explain_failed_metric(api, &seen));
         }
     }
     hpa_events(cluster, ns, &name, out).await?;

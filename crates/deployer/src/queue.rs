@@ -9,7 +9,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::api::{Api, DeleteParams, DynamicObject, PropagationPolicy};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PropagationPolicy};
 use kube::core::ApiResource;
 use serde_json::Value;
 
@@ -138,13 +139,21 @@ pub fn explain_external(state: MetricsApi) -> String {
     }
 }
 
-/// The ScaledObject's conditions (Ready, Active, Fallback, Paused), one line each, for `status`.
+/// What `status` learnt of the ScaledObject: the object, and KEDA's last error in its own words
+/// (the newest KEDAScalerFailed event: the Ready condition only says that a trigger fails).
+pub struct Seen {
+    pub object: Option<DynamicObject>,
+    pub last_failure: Option<String>,
+}
+
+/// The ScaledObject's conditions (Ready, Active, Fallback, Paused), one line each, and its last
+/// events, for `status`.
 pub async fn describe(
     cluster: &Cluster,
     ns: &str,
     name: &str,
     out: &mut impl Write,
-) -> Result<Option<DynamicObject>, DeployError> {
+) -> Result<Seen, DeployError> {
     let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), ns, &resource());
     let so = match api.get_opt(name).await {
         Ok(so) => so,
@@ -156,13 +165,73 @@ pub async fn describe(
             out,
             "ScaledObject {ns}/{name}: not found (KEDA never saw it: apply with --custom-metrics)"
         );
-        return Ok(None);
+        return Ok(Seen {
+            object: None,
+            last_failure: None,
+        });
     };
     let _ = writeln!(out, "ScaledObject {ns}/{name} (KEDA):");
     for c in conditions(&so.data) {
         let _ = writeln!(out, "  condition {} = {} ({}): {}", c[0], c[1], c[2], c[3]);
     }
-    Ok(Some(so))
+    let events = events(cluster, ns, name).await?;
+    for e in events.iter().rev().take(3) {
+        let _ = writeln!(
+            out,
+            "  event {} ({}): {}",
+            e.reason,
+            age(e.age_s),
+            e.message
+        );
+    }
+    let last_failure = events
+        .iter()
+        .rev()
+        .find(|e| e.reason == "KEDAScalerFailed")
+        .map(|e| format!("its last error, {} ago: {}", age(e.age_s), e.message));
+    Ok(Seen {
+        object: Some(so),
+        last_failure,
+    })
+}
+
+/// One event of the ScaledObject, with its age (seconds) where it has a time.
+struct SoEvent {
+    reason: String,
+    message: String,
+    age_s: Option<i64>,
+}
+
+fn age(s: Option<i64>) -> String {
+    s.map_or("?".into(), |s| format!("{}s", s.max(0)))
+}
+
+/// The ScaledObject's events, oldest first. KEDA records them through events.k8s.io, so the
+/// core view has eventTime rather than lastTimestamp; an old error (a trigger that failed once,
+/// before the pods were scraped) says so by its age.
+async fn events(cluster: &Cluster, ns: &str, name: &str) -> Result<Vec<SoEvent>, DeployError> {
+    let api: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+    let fields = format!("involvedObject.name={name},involvedObject.kind=ScaledObject");
+    let mut list = api
+        .list(&ListParams::default().fields(&fields))
+        .await
+        .map_err(|e| cluster.explain(e, "list the ScaledObject's events"))?
+        .items;
+    let when = |e: &Event| {
+        let t = e.event_time.as_ref().map(|t| t.0);
+        let t = t.or(e.last_timestamp.as_ref().map(|t| t.0));
+        t.or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    };
+    list.sort_by_key(when);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Ok(list
+        .into_iter()
+        .map(|e| SoEvent {
+            age_s: when(&e).map(|t| now.as_second() - t.as_second()),
+            reason: e.reason.unwrap_or_default(),
+            message: e.message.unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// [type, status, reason, message] of each condition in an object's status.
@@ -185,17 +254,24 @@ fn conditions(data: &Value) -> Vec<[String; 4]> {
 }
 
 /// Why the HPA cannot read its External metric, from the APIService and the ScaledObject.
-pub fn explain_failed_metric(state: MetricsApi, so: Option<&DynamicObject>) -> String {
+pub fn explain_failed_metric(state: MetricsApi, seen: &Seen) -> String {
     if state != MetricsApi::Available {
         return format!("the HPA gets no queue metric: {}", explain_external(state));
     }
-    let not_ready = so
+    let not_ready = seen
+        .object
+        .as_ref()
         .map(|so| conditions(&so.data))
         .unwrap_or_default()
         .into_iter()
         .find(|c| c[0] == "Ready" && c[1] != "True");
-    match not_ready {
-        Some(c) => format!("the HPA gets no queue metric: KEDA's trigger fails ({}: {}). Is Prometheus up and at the trigger's serverAddress, and does it scrape the pods (k8s/monitoring/prometheus.yml)? The HPA keeps its replicas until the metric is back", c[2], c[3]),
+    let why = match (&seen.last_failure, not_ready) {
+        (Some(failure), _) => Some(format!("KEDA's trigger fails ({failure})")),
+        (None, Some(c)) => Some(format!("KEDA's trigger fails ({}: {})", c[2], c[3])),
+        (None, None) => None,
+    };
+    match why {
+        Some(why) => format!("the HPA gets no queue metric: {why}. Is Prometheus up and at the trigger's serverAddress, and does it scrape the pods (k8s/monitoring/prometheus.yml)? The HPA keeps its replicas until the metric is back"),
         None => "the HPA gets no queue metric although KEDA's metrics API is available: the query may have no series yet (Prometheus scrapes no pod of this namespace, or the pods are too new); the HPA keeps its replicas meanwhile".into(),
     }
 }
@@ -321,17 +397,29 @@ mod tests {
                 "message": "dial tcp 127.0.0.1:9090: connect: connection refused"}]}
         }))
         .unwrap();
-        let why = explain_failed_metric(MetricsApi::Available, Some(&so));
+        let seen = |last_failure: Option<&str>| Seen {
+            object: Some(so.clone()),
+            last_failure: last_failure.map(str::to_string),
+        };
+        let why = explain_failed_metric(MetricsApi::Available, &seen(None));
         assert!(
             why.contains("connection refused") && why.contains("Prometheus"),
             "{why}"
         );
-        let why = explain_failed_metric(MetricsApi::Unavailable, Some(&so));
+        // KEDA's event, when there is one, says more than the condition.
+        let empty = "its last error, 2s ago: prometheus metrics 'prometheus' target may be lost, the result is empty";
+        let why = explain_failed_metric(MetricsApi::Available, &seen(Some(empty)));
+        assert!(why.contains("the result is empty"), "{why}");
+        let why = explain_failed_metric(MetricsApi::Unavailable, &seen(None));
         assert!(
             why.contains(EXTERNAL_METRICS_API) && why.contains("not available"),
             "{why}"
         );
-        let why = explain_failed_metric(MetricsApi::Available, None);
+        let nothing = Seen {
+            object: None,
+            last_failure: None,
+        };
+        let why = explain_failed_metric(MetricsApi::Available, &nothing);
         assert!(why.contains("no series"), "{why}");
     }
 }
