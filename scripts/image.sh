@@ -98,6 +98,12 @@ layout() { # layout NAME REF CONFIG: the rootfs NAME as an OCI layout (made once
     cat "$out.digest"
 }
 
+# BuildKit's cache bound (MB, "reserved,free,maximum"): each new dependency layer (any change to a
+# workspace manifest) adds gigabytes, so without a bound the cache grows by that per change. GC
+# keeps at most 24 GB, prunes to leave 20 GB of the disk free, and never below 12 GB (the current
+# image's layers: a warm build stays warm).
+gc_keep=12000,20000,24000
+
 # buildkitd for the length of one build: its socket under the cache, its pid recorded and ended.
 buildkitd_start() {
     local bk="$bin_cache/buildkit-$buildkit_version" runc="$bin_cache/runc-$runc_version/runc"
@@ -107,6 +113,7 @@ buildkitd_start() {
     setsid "$bk/buildkitd" --root "$cache/buildkit/root" --addr "unix://$sock" \
         --oci-worker=true --oci-worker-binary "$runc" --oci-worker-net host \
         --oci-worker-snapshotter overlayfs --containerd-worker=false \
+        --oci-worker-gc --oci-worker-gc-keepstorage "$gc_keep" \
         >"$cache/buildkitd.log" 2>&1 </dev/null &
     buildkitd_pid=$!
     trap 'buildkitd_stop' EXIT

@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 
 use crate::chart::{self, Panel, Series, TimeChart};
-use crate::kube_watch::{HpaPoint, Timeline};
+use crate::kube_watch::Timeline;
 use crate::report::Report;
 use crate::stats::Second;
 
@@ -511,14 +511,6 @@ fn latency_table(report: &Report) -> String {
 
 /// The HPA timeline for `--watch-hpa`, one row per reading, Deployment change and watch error.
 fn kube_table(k: &Timeline) -> String {
-    let pct = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
-    let reading = |p: &HpaPoint| match &p.metric {
-        Some(_) => {
-            let v = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}"));
-            format!("{} / {}", v(p.metric_value), v(p.metric_target))
-        }
-        None => format!("{} / {}", pct(p.cpu_percent), pct(p.cpu_target_percent)),
-    };
     let mut rows = String::new();
     for p in &k.hpa_timeline {
         let _ = write!(
@@ -527,7 +519,7 @@ fn kube_table(k: &Timeline) -> String {
             p.t,
             p.current_replicas,
             p.desired_replicas,
-            reading(p),
+            p.reading(),
             escape(p.blocked.as_deref().unwrap_or(""))
         );
     }

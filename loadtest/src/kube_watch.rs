@@ -44,6 +44,23 @@ pub struct HpaPoint {
     pub blocked: Option<String>,
 }
 
+impl HpaPoint {
+    /// What the HPA scales on, now against its target: `cpu 151%/70%`, or for an External/Pods
+    /// metric `s0-prometheus 3.18/2.00` (per pod); `?` where it has no reading.
+    pub fn reading(&self) -> String {
+        match &self.metric {
+            Some(name) => {
+                let v = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}"));
+                format!("{name} {}/{}", v(self.metric_value), v(self.metric_target))
+            }
+            None => {
+                let pct = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
+                format!("cpu {}/{}", pct(self.cpu_percent), pct(self.cpu_target_percent))
+            }
+        }
+    }
+}
+
 /// The Deployment's replica counts at one moment.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct DeploymentPoint {

@@ -30,11 +30,9 @@ pub fn line(stats: &LiveStats, kube: Option<&Timeline>) -> String {
     if let Some(k) = kube {
         match k.hpa_timeline.last() {
             Some(h) => {
-                let cpu = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
                 s.push_str(&format!(
-                    " | HPA cpu {}/{} replicas {}/{}",
-                    cpu(h.cpu_percent),
-                    cpu(h.cpu_target_percent),
+                    " | HPA {} replicas {}/{}",
+                    h.reading(),
                     h.current_replicas,
                     h.desired_replicas
                 ));

@@ -281,16 +281,14 @@ fn kube_text(k: &Timeline) -> String {
     );
     let _ = writeln!(out, "  {:>7}  {:<46} Deployment", "t", "HPA");
     let mut rows: Vec<(f64, String)> = Vec::new();
-    let pct = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
     for h in &k.hpa_timeline {
         let mut line = format!(
-            "replicas {}/{} (min {} max {})  cpu {}/{}",
+            "replicas {}/{} (min {} max {})  {}",
             h.current_replicas,
             h.desired_replicas,
             h.min_replicas,
             h.max_replicas,
-            pct(h.cpu_percent),
-            pct(h.cpu_target_percent)
+            h.reading()
         );
         if let Some(b) = &h.blocked {
             line.push_str(&format!("  [{b}]"));

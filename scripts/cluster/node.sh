@@ -173,8 +173,10 @@ authorization:
 failSwapOn: false
 maxPods: 30
 serializeImagePulls: false
-# The machine's disk is shared with the builds: evict only when it is really full.
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%}
+# The machine's disk is shared with the builds: evict only when it is really full. Absolute, not
+# a percentage: 2 % of a 250 GB disk is 5 GB, which the tests' own image and builds can leave, and
+# the disk-pressure taint then keeps every pod off the node.
+evictionHard: {memory.available: 200Mi, nodefs.available: 1Gi, imagefs.available: 1Gi}
 imageGCHighThresholdPercent: 98
 imageGCLowThresholdPercent: 97
 resolvConf: /etc/resolv.conf
