@@ -55,7 +55,11 @@ impl HpaPoint {
             }
             None => {
                 let pct = |v: Option<i32>| v.map_or("?".to_string(), |v| format!("{v}%"));
-                format!("cpu {}/{}", pct(self.cpu_percent), pct(self.cpu_target_percent))
+                format!(
+                    "cpu {}/{}",
+                    pct(self.cpu_percent),
+                    pct(self.cpu_target_percent)
+                )
             }
         }
     }
