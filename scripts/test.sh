@@ -12,7 +12,6 @@
 # Arguments go to both `cargo test` runs (e.g. a test name filter).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/scripts/setup.sh"
 cd "$root"
 status=0
 missing=""
@@ -22,16 +21,23 @@ command -v ip >/dev/null 2>&1 || missing="${missing:+$missing; }iproute2 (apt-ge
 
 # The cluster's binaries (Go) and the server's image (BuildKit) are built in the background while
 # the workspace tests run, at the lowest CPU priority (nice 19: the tests keep the CPU whenever
-# they want it). On a fresh machine they are ~35 min of CPU, much of which fits in the tests' idle
-# time (crates.io downloads, servers waiting on sockets, load paced by the clock); when cached they
-# take seconds. One job, in order: both build runc from the same cache folder.
+# they want it). On a fresh machine they are ~35 min of CPU, some of which fits in the idle time of
+# the set-up and the tests (downloads, servers waiting on sockets, load paced by the clock); when
+# cached they take seconds. One job, in order: both build runc from the same cache folder.
 logs="$root/target/test-logs"
 mkdir -p "$logs"
 builds=""
 if [ -z "$missing" ]; then
-    (nice -n 19 scripts/cluster.sh build && nice -n 19 scripts/image.sh build) >"$logs/builds.log" 2>&1 &
+    # A process group of its own, so a failed set-up can end it and every go build under it.
+    setsid nice -n 19 bash -c 'scripts/cluster.sh build && scripts/image.sh build' \
+        >"$logs/builds.log" 2>&1 </dev/null &
     builds=$!
 fi
+# After the builds have started: they need nothing of it, and its downloads leave the CPU idle.
+"$root/scripts/setup.sh" || {
+    [ -z "$builds" ] || kill -- "-$builds" 2>/dev/null || true
+    exit 1
+}
 
 # --no-fail-fast: one failing test binary must not hide the failures of the binaries after it.
 cargo test --workspace --locked --no-fail-fast --exclude cluster-e2e "$@" || status=$?
