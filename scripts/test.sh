@@ -27,17 +27,17 @@ command -v ip >/dev/null 2>&1 || missing="${missing:+$missing; }iproute2 (apt-ge
 logs="$root/target/test-logs"
 mkdir -p "$logs"
 builds=""
+# Whatever ends this script before the builds are waited for (a failed set-up, a test that does not
+# compile, Ctrl-C) ends them too, every go build under them.
+trap '[ -z "$builds" ] || kill -- "-$builds" 2>/dev/null || true' EXIT
 if [ -z "$missing" ]; then
-    # A process group of its own, so a failed set-up can end it and every go build under it.
+    # A process group of its own, for the trap above.
     setsid nice -n 19 bash -c 'scripts/cluster.sh build && scripts/image.sh build' \
         >"$logs/builds.log" 2>&1 </dev/null &
     builds=$!
 fi
 # After the builds have started: they need nothing of it, and its downloads leave the CPU idle.
-"$root/scripts/setup.sh" || {
-    [ -z "$builds" ] || kill -- "-$builds" 2>/dev/null || true
-    exit 1
-}
+"$root/scripts/setup.sh"
 
 # --no-fail-fast: one failing test binary must not hide the failures of the binaries after it.
 cargo test --workspace --locked --no-fail-fast --exclude cluster-e2e "$@" || status=$?
@@ -74,6 +74,7 @@ echo "test: ${free_gb} GB free on the disk of $root" >&2
     echo "test: the real-cluster tests need at least 8 GB free; free some (old target/ folders; BuildKit's cache in ~/.cache/torchship/image is rebuilt on demand)" >&2
     exit 1
 }
+builds=""
 t0=$SECONDS
 trap 'scripts/cluster.sh down' EXIT
 scripts/cluster.sh up
